@@ -1,0 +1,39 @@
+"""gradproof: prove backpropagation correct.
+
+Compare a hand-written gradient with finite differences, parameter by
+parameter, and say which parameters are wrong, where, and what the error
+looks like.
+
+>>> import numpy as np
+>>> import gradproof
+>>> result = gradproof.check(lambda w: np.sum(w**3), lambda w: 3 * w**2, np.array([1.0, 2.0]))
+>>> result.passed
+True
+"""
+
+from __future__ import annotations
+
+from gradproof.check import check
+from gradproof.compare import relative_difference
+from gradproof.diagnose import Diagnosis
+from gradproof.errors import GradproofError, GradproofWarning, InputError, UserCodeError
+from gradproof.results import CheckResult, EntryReport, ParamReport, Verdict
+from gradproof.tree import ParamTree
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckResult",
+    "Diagnosis",
+    "EntryReport",
+    "GradproofError",
+    "GradproofWarning",
+    "InputError",
+    "ParamReport",
+    "ParamTree",
+    "UserCodeError",
+    "Verdict",
+    "__version__",
+    "check",
+    "relative_difference",
+]

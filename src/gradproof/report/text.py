@@ -1,0 +1,163 @@
+"""Plain-text report of a check: the table a person reads first.
+
+The same renderer serves ``str(result)``, the command line and (later) the
+messages of assertion helpers, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gradproof.results import CheckResult, EntryReport, ParamReport, Verdict
+
+__all__ = ["render_result", "render_table"]
+
+ENTRIES_SHOWN = 3
+"""Wrong entries listed per parameter unless ``verbose``."""
+
+_VERDICT_LABEL = {Verdict.PASS: "ok", Verdict.FAIL: "WRONG", Verdict.INCONCLUSIVE: "inconclusive"}
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Lay out rows of strings in left-aligned columns under their headers.
+
+    Examples
+    --------
+    >>> print(render_table(["a", "bb"], [["1", "2"], ["333", "4"]]))
+      a    bb
+      1    2
+      333  4
+    """
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if value == value else "nan"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return (
+        "()" if not shape else "(" + ", ".join(map(str, shape)) + (",)" if len(shape) == 1 else ")")
+    )
+
+
+def _headline(result: CheckResult) -> str:
+    n = len(result.params)
+    if result.verdict is Verdict.FAIL:
+        wrong = result.suspects
+        return (
+            f"gradproof: WRONG: {len(wrong)} of {n} parameter{'s' if n > 1 else ''} "
+            f"{'has a wrong gradient' if len(wrong) == 1 else 'have wrong gradients'}: "
+            f"{', '.join(wrong)}"
+        )
+    if result.verdict is Verdict.INCONCLUSIVE:
+        if result.interrupted:
+            return (
+                f"gradproof: INCONCLUSIVE: interrupted after {result.n_checked} of "
+                f"{result.n_entries} entries; nothing wrong among those measured"
+            )
+        return (
+            f"gradproof: INCONCLUSIVE: nothing wrong, but some entries could not be judged: "
+            f"{', '.join(result.inconclusive)}"
+        )
+    plural = "s" if n > 1 else ""
+    return f"gradproof: CORRECT: all {n} parameter{plural} ({result.n_entries} entries) pass"
+
+
+def _param_row(report: ParamReport) -> list[str]:
+    worst = report.worst
+    return [
+        report.name,
+        _shape(report.shape),
+        _VERDICT_LABEL[report.verdict],
+        _num(report.relative_difference, 2),
+        _num(report.error_ratio, 2),
+        worst.name if worst else "-",
+        _num(worst.analytic, 6) if worst else "-",
+        _num(worst.numeric, 6) if worst else "-",
+    ]
+
+
+def _entry_rows(entries: Sequence[EntryReport]) -> list[list[str]]:
+    return [
+        [e.name, _num(e.analytic, 6), _num(e.numeric, 6), _num(e.error, 2), _num(e.tolerance, 2)]
+        for e in entries
+    ]
+
+
+def render_result(result: CheckResult, *, verbose: bool = False) -> str:
+    """Render a check result as a plain-text report.
+
+    Parameters
+    ----------
+    result : CheckResult
+        The result to show.
+    verbose : bool, optional
+        List every recorded wrong entry instead of the worst few.
+
+    Returns
+    -------
+    str
+        A headline verdict, a table with one row per parameter, the diagnosis
+        of each wrong parameter with its worst entries, and how the check ran.
+    """
+    headers = [
+        "parameter",
+        "shape",
+        "verdict",
+        "rel. diff",
+        "err/tol",
+        "worst entry",
+        "analytic",
+        "numeric",
+    ]
+    parts = [_headline(result), "", render_table(headers, [_param_row(p) for p in result.params])]
+
+    wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
+    if wrong:
+        parts += ["", "Diagnosis"]
+    for report in wrong:
+        diagnosis = report.diagnosis
+        summary = diagnosis.summary if diagnosis else "wrong"
+        parts.append(
+            f"  {report.name}: {summary} ({report.n_failed} of {report.n_checked} entries wrong)"
+        )
+        if diagnosis:
+            parts.append(f"    {diagnosis.hint}")
+        shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
+        parts.append(
+            render_table(
+                ["entry", "analytic", "numeric", "|error|", "tolerance"],
+                _entry_rows(shown),
+                indent="    ",
+            )
+        )
+        hidden = report.n_failed - len(shown)
+        if hidden:
+            parts.append(f"    ... {hidden} more wrong entr{'y' if hidden == 1 else 'ies'}")
+
+    inconclusive = [p for p in result.params if p.n_inconclusive]
+    for report in inconclusive:
+        parts.append(
+            f"  {report.name}: {report.n_inconclusive} entries inconclusive: the loss was not "
+            "finite at a perturbed point (a domain edge, such as log near 0, next to the point)"
+        )
+
+    tolerance = f"rtol {result.rtol:.3g}" + (f", atol {result.atol:.3g}" if result.atol else "")
+    refined = (
+        f" ({result.n_refined} entries re-measured at half the step)" if result.n_refined else ""
+    )
+    parts += [
+        "",
+        f"Relative difference, all entries (the assignment's formula): "
+        f"{_num(result.relative_difference, 6)}",
+        f"{result.method.capitalize()} differences, step {result.step}, {tolerance}.",
+        f"{result.n_checked} of {result.n_entries} entries checked with {result.n_evals} loss "
+        f"evaluations{refined} in {result.seconds:.2f} s.",
+    ]
+    return "\n".join(parts)

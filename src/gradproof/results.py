@@ -1,0 +1,280 @@
+"""Immutable results of a gradient check: one report per parameter and the overall verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from gradproof._typing import FloatArray
+from gradproof.diagnose import Diagnosis
+
+__all__ = ["CheckResult", "EntryReport", "ParamReport", "Verdict"]
+
+
+class Verdict(str, Enum):
+    """The verdict on a gradient entry, a parameter, or a whole check."""
+
+    PASS = "pass"
+    """The analytic gradient agrees with the numerical one within tolerance."""
+    FAIL = "fail"
+    """The analytic gradient is wrong."""
+    INCONCLUSIVE = "inconclusive"
+    """No reliable numerical estimate could be made (e.g. the loss was not finite nearby)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _json_float(value: float) -> float | None:
+    """JSON has no NaN or infinity: write them as null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _frozen(array: FloatArray) -> FloatArray:
+    """Return a read-only copy: ``frozen`` dataclasses do not freeze arrays."""
+    out = np.array(array, dtype=np.float64)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryReport:
+    """One entry of a gradient, compared.
+
+    Attributes
+    ----------
+    name : str
+        The entry, e.g. ``W1[3, 2]``.
+    index : tuple of int
+        Its index within the parameter.
+    analytic, numeric : float
+        The two values of the gradient entry.
+    tolerance : float
+        The largest acceptable ``|analytic - numeric|``.
+    """
+
+    name: str
+    index: tuple[int, ...]
+    analytic: float
+    numeric: float
+    tolerance: float
+
+    @property
+    def error(self) -> float:
+        """``|analytic - numeric|``."""
+        return abs(self.analytic - self.numeric)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "index": list(self.index),
+            "analytic": _json_float(self.analytic),
+            "numeric": _json_float(self.numeric),
+            "error": _json_float(self.error),
+            "tolerance": _json_float(self.tolerance),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamReport:
+    """The check of one parameter tensor.
+
+    Attributes
+    ----------
+    name : str
+        The parameter's path, e.g. ``W1`` or ``layers[0].weight``.
+    shape : tuple of int
+        Its shape.
+    dtype : str
+        Its dtype.
+    verdict : Verdict
+        ``FAIL`` if any entry is wrong; else ``INCONCLUSIVE`` if any entry
+        could not be judged; else ``PASS``.
+    relative_difference : float
+        The assignment's ``||a - n|| / (||a|| + ||n||)`` over this parameter's
+        judged entries.
+    max_abs_error : float
+        Largest ``|analytic - numeric|`` over the judged entries.
+    error_ratio : float
+        Largest ``|analytic - numeric| / tolerance``: below 1 every entry
+        passes, and how far below is the margin.
+    worst : EntryReport or None
+        The entry with the largest error ratio (None if nothing was judged).
+    failures : tuple of EntryReport
+        The wrong entries, worst first (at most ``MAX_LISTED_ENTRIES``).
+    n_entries, n_checked, n_failed, n_inconclusive : int
+        Entry counts: in all, measured, wrong, not judged.
+    diagnosis : Diagnosis or None
+        For a failing parameter, what the error looks like.
+    analytic, numeric, tolerance : ndarray
+        The full gradients and per-entry tolerances, shaped like the parameter
+        (read-only; NaN where not measured).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    verdict: Verdict
+    relative_difference: float
+    max_abs_error: float
+    error_ratio: float
+    worst: EntryReport | None
+    failures: tuple[EntryReport, ...]
+    n_entries: int
+    n_checked: int
+    n_failed: int
+    n_inconclusive: int
+    diagnosis: Diagnosis | None
+    analytic: FloatArray
+    numeric: FloatArray
+    tolerance: FloatArray
+
+    def __post_init__(self) -> None:
+        for field in ("analytic", "numeric", "tolerance"):
+            object.__setattr__(self, field, _frozen(getattr(self, field)))
+
+    @property
+    def passed(self) -> bool:
+        """Whether every entry of this parameter passed."""
+        return self.verdict is Verdict.PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (without the full gradient arrays)."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "verdict": self.verdict.value,
+            "relative_difference": _json_float(self.relative_difference),
+            "max_abs_error": _json_float(self.max_abs_error),
+            "error_ratio": _json_float(self.error_ratio),
+            "worst": None if self.worst is None else self.worst.to_dict(),
+            "failures": [entry.to_dict() for entry in self.failures],
+            "n_entries": self.n_entries,
+            "n_checked": self.n_checked,
+            "n_failed": self.n_failed,
+            "n_inconclusive": self.n_inconclusive,
+            "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    """The result of :func:`gradproof.check`.
+
+    Attributes
+    ----------
+    params : tuple of ParamReport
+        One report per parameter tensor, in the order of the parameters.
+    relative_difference : float
+        The assignment's relative difference over all judged entries together.
+    loss_value : float
+        The loss at the checked point.
+    method : str
+        The finite-difference method (``"central"``).
+    step : str
+        The step rule used, e.g. ``"relative 6.06e-06"`` or ``"absolute 1e-07"``.
+    rtol, atol : float
+        The tolerances applied (for parameters of mixed dtypes, the loosest
+        default `rtol`).
+    n_evals : int
+        Loss evaluations spent.
+    n_refined : int
+        Entries re-measured at half the step to estimate their truncation error.
+    seconds : float
+        Wall-clock time of the check.
+    interrupted : bool
+        Whether the check was cut short with Ctrl-C; the reports then cover
+        only the measured entries (``n_checked``).
+    """
+
+    params: tuple[ParamReport, ...]
+    relative_difference: float
+    loss_value: float
+    method: str
+    step: str
+    rtol: float
+    atol: float
+    n_evals: int
+    n_refined: int
+    seconds: float
+    interrupted: bool
+
+    @property
+    def verdict(self) -> Verdict:
+        """``FAIL`` if any parameter failed, else ``INCONCLUSIVE`` if any was, else ``PASS``.
+
+        An interrupted check that found nothing wrong is ``INCONCLUSIVE``: it
+        did not look at everything.
+        """
+        verdicts = {p.verdict for p in self.params}
+        if Verdict.FAIL in verdicts:
+            return Verdict.FAIL
+        if Verdict.INCONCLUSIVE in verdicts or self.interrupted:
+            return Verdict.INCONCLUSIVE
+        return Verdict.PASS
+
+    @property
+    def passed(self) -> bool:
+        """Whether every entry of every parameter was checked and passed."""
+        return self.verdict is Verdict.PASS
+
+    @property
+    def suspects(self) -> tuple[str, ...]:
+        """Names of the parameters whose gradients are wrong."""
+        return tuple(p.name for p in self.params if p.verdict is Verdict.FAIL)
+
+    @property
+    def inconclusive(self) -> tuple[str, ...]:
+        """Names of the parameters with entries that could not be judged (and none wrong)."""
+        return tuple(p.name for p in self.params if p.verdict is Verdict.INCONCLUSIVE)
+
+    @property
+    def n_entries(self) -> int:
+        """Number of parameter entries in all."""
+        return sum(p.n_entries for p in self.params)
+
+    @property
+    def n_checked(self) -> int:
+        """Number of parameter entries measured."""
+        return sum(p.n_checked for p in self.params)
+
+    def __getitem__(self, name: str) -> ParamReport:
+        """Return the report of the parameter called `name`."""
+        for report in self.params:
+            if report.name == name:
+                return report
+        known = ", ".join(p.name for p in self.params)
+        raise KeyError(f"no parameter named {name!r}; the parameters are: {known}")
+
+    def __str__(self) -> str:
+        from gradproof.report.text import render_result
+
+        return render_result(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict: ``json.dumps(result.to_dict())`` works."""
+        return {
+            "verdict": self.verdict.value,
+            "passed": self.passed,
+            "suspects": list(self.suspects),
+            "inconclusive": list(self.inconclusive),
+            "relative_difference": _json_float(self.relative_difference),
+            "loss_value": _json_float(self.loss_value),
+            "method": self.method,
+            "step": self.step,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "n_entries": self.n_entries,
+            "n_checked": self.n_checked,
+            "n_evals": self.n_evals,
+            "n_refined": self.n_refined,
+            "seconds": self.seconds,
+            "interrupted": self.interrupted,
+            "params": [p.to_dict() for p in self.params],
+        }

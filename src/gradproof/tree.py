@@ -1,0 +1,388 @@
+"""Parameter containers flattened to one vector, with every leaf named by its path.
+
+A model's parameters arrive as an array, a float, or nested dicts, lists and
+tuples of arrays. The numerical core works on one flat float64 vector; this
+module maps between the two and names each leaf the way a person would write
+it: ``W1``, ``layers[0].weight``, ``params[2]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from gradproof._typing import FloatArray, Params
+from gradproof.errors import InputError
+
+__all__ = ["Leaf", "ParamTree", "format_index"]
+
+ROOT_NAME = "params"
+"""The name given to a parameter container that is a single array or float."""
+
+LeafKind = Literal["array", "float", "numpy_scalar"]
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One named array (or scalar) of a parameter container.
+
+    Attributes
+    ----------
+    name : str
+        The leaf's path in the container, e.g. ``"layers[0].weight"``.
+    shape : tuple of int
+        Its shape; ``()`` for a scalar.
+    dtype : numpy.dtype
+        Its floating dtype, kept when the container is rebuilt.
+    offset : int
+        Where its entries start in the flat vector.
+    kind : {"array", "float", "numpy_scalar"}
+        What to rebuild: an array, a Python float or a numpy scalar.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    offset: int
+    kind: LeafKind
+
+    @property
+    def size(self) -> int:
+        """Number of entries."""
+        return math.prod(self.shape)
+
+    @property
+    def span(self) -> slice:
+        """The leaf's slice of the flat vector."""
+        return slice(self.offset, self.offset + self.size)
+
+
+# A container node is one of:
+#   ("leaf", index)                    index into ParamTree.leaves
+#   ("dict", keys, children)           rebuilt as a plain dict
+#   ("list" | "tuple", children)       rebuilt as a list or tuple
+#   ("namedtuple", type, children)     rebuilt by calling the namedtuple type
+_Node = tuple[Any, ...]
+
+
+def format_index(name: str, index: tuple[int, ...]) -> str:
+    """Name one entry of a leaf, e.g. ``W1[3, 2]``; a scalar leaf keeps its bare name."""
+    if not index:
+        return name
+    return f"{name}[{', '.join(str(int(i)) for i in index)}]"
+
+
+def _child_name(prefix: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{prefix or ROOT_NAME}[{key}]"
+    if isinstance(key, str) and key.isidentifier():
+        return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}[{key!r}]"
+
+
+def _describe(value: object) -> str:
+    kind = type(value)
+    return (
+        f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__name__
+    )
+
+
+def _is_namedtuple(value: object) -> bool:
+    return isinstance(value, tuple) and hasattr(value, "_fields")
+
+
+class ParamTree:
+    """The structure of a parameter container and the named leaves it holds.
+
+    Build one with :meth:`flatten`; it then rebuilds containers of the same
+    structure from flat vectors (:meth:`unflatten`) and flattens other
+    containers that must match it, such as gradients (:meth:`flatten_like`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tree, x = ParamTree.flatten({"W": np.ones((2, 2)), "b": np.zeros(2)})
+    >>> [leaf.name for leaf in tree.leaves], x.shape
+    (['W', 'b'], (6,))
+    >>> tree.unflatten(x)["b"]
+    array([0., 0.])
+    """
+
+    __slots__ = ("_node", "leaves", "size")
+
+    def __init__(self, node: _Node, leaves: tuple[Leaf, ...]) -> None:
+        self._node = node
+        self.leaves = leaves
+        self.size = sum(leaf.size for leaf in leaves)
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{leaf.name}{list(leaf.shape)}" for leaf in self.leaves)
+        return f"ParamTree({names})"
+
+    # -- building --------------------------------------------------------------------------
+    @classmethod
+    def flatten(cls, params: Params) -> tuple[ParamTree, FloatArray]:
+        """Read a parameter container into a tree and a new flat float64 vector.
+
+        Parameters
+        ----------
+        params : array_like, float, or nested dict/list/tuple of them
+            Floating-point parameters. They are copied, never modified.
+
+        Returns
+        -------
+        tree : ParamTree
+            The container's structure and named leaves, in container order.
+        vector : ndarray of shape (tree.size,), float64
+            The entries of all leaves, each leaf in C order.
+
+        Raises
+        ------
+        InputError
+            If a leaf is not floating point (integers, booleans, complex numbers,
+            objects), holds NaN or infinity, or the container is empty.
+        """
+        leaves: list[Leaf] = []
+        values: list[FloatArray] = []
+
+        def visit(value: object, name: str) -> _Node:
+            if isinstance(value, Mapping):
+                keys = tuple(value.keys())
+                return ("dict", keys, tuple(visit(value[k], _child_name(name, k)) for k in keys))
+            if _is_namedtuple(value):
+                assert isinstance(value, tuple)  # for mypy: _is_namedtuple checked it
+                fields: tuple[str, ...] = value._fields  # type: ignore[attr-defined]
+                children = tuple(
+                    visit(v, _child_name(name, f)) for f, v in zip(fields, value, strict=True)
+                )
+                return ("namedtuple", type(value), children)
+            if isinstance(value, (list, tuple)):
+                kind = "list" if isinstance(value, list) else "tuple"
+                return (kind, tuple(visit(v, _child_name(name, i)) for i, v in enumerate(value)))
+            leaf, flat = _read_leaf(value, name or ROOT_NAME, offset=sum(x.size for x in values))
+            leaves.append(leaf)
+            values.append(flat)
+            return ("leaf", len(leaves) - 1)
+
+        node = visit(params, "")
+        if not leaves:
+            raise InputError(
+                f"`params` ({_describe(params)}) holds no arrays: there is nothing to check. "
+                "Pass the model's parameters, e.g. {'W1': W1, 'b1': b1}."
+            )
+        vector = np.concatenate(values) if values else np.zeros(0)
+        return cls(node, tuple(leaves)), vector
+
+    # -- rebuilding ------------------------------------------------------------------------
+    def unflatten(self, vector: FloatArray) -> Params:
+        """Rebuild a container of this structure from a flat vector.
+
+        Float64 array leaves are views into `vector` (no copy); leaves of other
+        dtypes are cast copies, and scalar leaves come back as Python floats or
+        numpy scalars, as they went in.
+
+        Parameters
+        ----------
+        vector : ndarray of shape (self.size,), float64
+            The flat entries.
+
+        Returns
+        -------
+        params
+            A new container with the structure of the flattened one.
+        """
+        built = [_build_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
+        return _rebuild(self._node, built)
+
+    def flatten_like(self, other: Params, *, what: str = "gradient") -> FloatArray:
+        """Flatten a container that must have exactly this tree's structure and shapes.
+
+        Parameters
+        ----------
+        other : container
+            For example the gradients returned by a backward pass.
+        what : str, optional
+            What `other` is, for error messages.
+
+        Returns
+        -------
+        vector : ndarray of shape (self.size,), float64
+            A new vector; `other` is not modified.
+
+        Raises
+        ------
+        InputError
+            If a key is missing or extra, a sequence has the wrong length, a leaf
+            has the wrong shape, or a leaf is not numeric.
+        """
+        out = np.empty(self.size, dtype=np.float64)
+        for leaf, value in _match(self._node, other, self.leaves, "", what):
+            out[leaf.span] = _read_matching_leaf(value, leaf, what)
+        return out
+
+    def locate(self, flat_index: int) -> tuple[Leaf, tuple[int, ...]]:
+        """Map a position in the flat vector to its leaf and index within that leaf."""
+        for leaf in self.leaves:
+            if leaf.offset <= flat_index < leaf.offset + leaf.size:
+                index = np.unravel_index(flat_index - leaf.offset, leaf.shape) if leaf.shape else ()
+                return leaf, tuple(int(i) for i in index)
+        raise IndexError(f"flat index {flat_index} is outside 0..{self.size - 1}")
+
+
+# -- leaves -----------------------------------------------------------------------------------
+def _read_leaf(value: object, name: str, *, offset: int) -> tuple[Leaf, FloatArray]:
+    kind: LeafKind
+    if isinstance(value, (bool, int, np.integer, np.bool_)):
+        raise InputError(
+            f"`{name}` is the integer {value!r}; finite differences need floating-point "
+            f"parameters. Pass `{float(value)!r}` instead."
+        )
+    if isinstance(value, float):
+        kind, array = "float", np.asarray(value, dtype=np.float64)
+    elif isinstance(value, np.generic):
+        kind, array = "numpy_scalar", np.asarray(value)
+    elif isinstance(value, np.ndarray):
+        kind, array = "array", value
+    else:
+        raise InputError(
+            f"`{name}` is a {_describe(value)}; gradproof.check takes numpy arrays and floats, "
+            "in dicts, lists and tuples. Convert it with `np.asarray(...)` (for a torch tensor, "
+            "`t.detach().cpu().numpy()`)."
+        )
+    if array.dtype.kind in "iub":
+        raise InputError(
+            f"`{name}` has integer dtype {array.dtype}; finite differences need floating-point "
+            f"parameters. Pass `{name}.astype(np.float64)`."
+        )
+    if array.dtype.kind != "f":
+        raise InputError(
+            f"`{name}` has dtype {array.dtype}; gradproof checks real floating-point parameters "
+            "(float16, float32, float64). Pass real parameters, splitting complex ones into "
+            "real and imaginary parts."
+        )
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"`{name}` holds {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; a gradient "
+            "can only be checked at a finite point. Check the model's initialisation."
+        )
+    leaf = Leaf(name=name, shape=tuple(array.shape), dtype=array.dtype, offset=offset, kind=kind)
+    return leaf, np.array(array, dtype=np.float64).reshape(-1)
+
+
+def _build_leaf(leaf: Leaf, values: FloatArray) -> Any:
+    if leaf.kind == "float":
+        return float(values[0])
+    if leaf.kind == "numpy_scalar":
+        return leaf.dtype.type(values[0])
+    if leaf.dtype == np.float64:
+        return values.reshape(leaf.shape)
+    return values.astype(leaf.dtype).reshape(leaf.shape)
+
+
+def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # e.g. a tensor that refuses conversion
+        raise InputError(
+            f"The {what} for `{leaf.name}` ({_describe(value)}) cannot be read as a numpy array "
+            f"({exc}). Return a numpy array of shape {leaf.shape}."
+        ) from exc
+    if array.dtype.kind not in "fiu":
+        raise InputError(
+            f"The {what} for `{leaf.name}` has dtype {array.dtype}; expected real numbers of "
+            f"shape {leaf.shape}. Return a float array."
+        )
+    if array.shape != leaf.shape:
+        hint = (
+            f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
+            "(or keep the summed axis with `keepdims=True`)."
+            if array.size == leaf.size
+            else " Check which axes the backward sums over."
+        )
+        raise InputError(
+            f"The {what} for `{leaf.name}` has shape {array.shape}; expected {leaf.shape}, the "
+            f"shape of `{leaf.name}`.{hint}"
+        )
+    return np.array(array, dtype=np.float64).reshape(-1)
+
+
+# -- structure --------------------------------------------------------------------------------
+def _rebuild(node: _Node, built: list[Any]) -> Any:
+    tag = node[0]
+    if tag == "leaf":
+        return built[node[1]]
+    if tag == "dict":
+        return {k: _rebuild(child, built) for k, child in zip(node[1], node[2], strict=True)}
+    if tag == "list":
+        return [_rebuild(child, built) for child in node[1]]
+    if tag == "tuple":
+        return tuple(_rebuild(child, built) for child in node[1])
+    return node[1](*(_rebuild(child, built) for child in node[2]))
+
+
+def _match(
+    node: _Node, other: object, leaves: tuple[Leaf, ...], name: str, what: str
+) -> Iterator[tuple[Leaf, object]]:
+    """Walk `other` alongside the tree, yielding each leaf with its counterpart."""
+    tag = node[0]
+    at = f" at `{name}`" if name else ""
+    if tag == "leaf":
+        yield leaves[node[1]], other
+        return
+    if tag == "dict":
+        keys: tuple[Any, ...] = node[1]
+        if not isinstance(other, Mapping):
+            raise InputError(
+                f"The {what}{at} is a {_describe(other)}; expected a dict with keys "
+                f"{list(keys)}, like the parameters."
+            )
+        _check_keys(keys, other, at, what)
+        for key, child in zip(keys, node[2], strict=True):
+            yield from _match(child, other[key], leaves, _child_name(name, key), what)
+        return
+    children = node[-1]
+    if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+        expected = "list" if tag == "list" else "tuple"
+        raise InputError(
+            f"The {what}{at} is a {_describe(other)}; expected a {expected} of "
+            f"{len(children)} entries, like the parameters."
+        )
+    if len(other) != len(children):
+        raise InputError(
+            f"The {what}{at} has {len(other)} entries; expected {len(children)}, one per "
+            "entry of the parameters."
+        )
+    for i, (child, value) in enumerate(zip(children, other, strict=True)):
+        yield from _match(child, value, leaves, _child_name(name, i), what)
+
+
+def _check_keys(keys: tuple[Any, ...], other: Mapping[Any, Any], at: str, what: str) -> None:
+    missing = [k for k in keys if k not in other]
+    extra = [k for k in other if k not in keys]
+    if not missing and not extra:
+        return
+    parts = []
+    if missing:
+        parts.append(f"is missing {_plural_keys(missing)}")
+    if extra:
+        parts.append(f"has unexpected {_plural_keys(extra)}")
+    message = f"The {what}{at} {' and '.join(parts)}; expected exactly the keys {list(keys)}."
+    prefixed = [k for k in missing if isinstance(k, str) and f"d{k}" in other]
+    if prefixed:
+        message += (
+            f" It names gradients with a 'd' prefix (`d{prefixed[0]}` for `{prefixed[0]}`): "
+            "pass `{name: grads['d' + name] for name in params}`."
+        )
+    else:
+        message += " Return one gradient per parameter, under the parameter's own key."
+    raise InputError(message)
+
+
+def _plural_keys(keys: list[Any]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
+    return f"key{'s' if len(keys) > 1 else ''} {shown}"

@@ -1,0 +1,1 @@
+"""gradproof test suite."""
