@@ -527,3 +527,19 @@ def test_failure_listing_is_capped():
     assert report.n_failed == w.size
     assert len(report.failures) == MAX_LISTED_ENTRIES
     assert f"... {w.size - 3} more wrong entries" in str(result)
+
+
+def test_ctrl_c_while_re_measuring_suspects_is_reported():
+    calls = 0
+
+    def loss(v):
+        nonlocal calls
+        calls += 1
+        if calls == 1 + 2 * 3 + 1:  # after the sweep, during the first re-measurement
+            raise KeyboardInterrupt
+        return float(np.sum(v**2))
+
+    result = check(loss, lambda v: 3 * v, np.ones(3))
+    assert result.interrupted
+    assert result.suspects == ("params",)  # what was found stays found
+    assert result.n_refined == 0

@@ -121,15 +121,8 @@ def check(
     loss_value, loss_dtype = evaluate.at_base_point(x0)
     analytic = _analytic_gradient(grad, tree, x0)
 
-    # The less precise of a leaf's dtype and the loss's limits the finite difference.
     dtypes = [(leaf.span, _working_dtype(leaf.dtype, loss_dtype)) for leaf in tree.leaves]
-    machine_eps = np.empty_like(x0)
-    rtols = np.empty_like(x0)
-    default_steps = np.empty_like(x0)
-    for span, dtype in dtypes:
-        machine_eps[span] = machine_epsilon(dtype)
-        rtols[span] = default_rtol(dtype) if rtol is None else rtol
-        default_steps[span] = default_relative_step(dtype)
+    machine_eps, rtols, default_steps = _precision_per_coordinate(dtypes, x0.size, rtol)
     points = central_points(
         x0,
         [(leaf.span, leaf.dtype) for leaf in tree.leaves],
@@ -144,19 +137,18 @@ def check(
     codes = _judge(analytic, numeric, error_bar, sweep.measured, rtols, atol)
 
     n_refined = 0
-    n_evals = evaluate.n_calls
+    interrupted = sweep.interrupted
     failing = np.flatnonzero(codes == _FAIL)
-    if failing.size and not sweep.interrupted:
+    if failing.size and not interrupted:
         refined = _refine(evaluate, x0, points, sweep, failing, tree, machine_eps)
         if refined is not None:
-            fine_numeric, fine_error = refined
+            fine_numeric, fine_error, interrupted = refined
             done = failing[np.isfinite(fine_numeric[failing])]
             numeric = numeric.copy()
             numeric[done] = fine_numeric[done]
             error_bar[done] = fine_error[done]
             codes = _judge(analytic, numeric, error_bar, sweep.measured, rtols, atol)
             n_refined = int(done.size)
-        n_evals = evaluate.n_calls
 
     tolerance = entry_tolerance(analytic, numeric, error_bar, rtol=rtols, atol=atol)
     reports = tuple(
@@ -174,10 +166,10 @@ def check(
         step=_describe_step(eps, rel_step, dtypes),
         rtol=float(np.max(rtols)) if rtols.size else default_rtol(loss_dtype),
         atol=atol,
-        n_evals=n_evals,
+        n_evals=evaluate.n_calls,
         n_refined=n_refined,
         seconds=time.perf_counter() - started,
-        interrupted=sweep.interrupted,
+        interrupted=interrupted,
     )
 
 
@@ -280,8 +272,22 @@ def _validate_tolerances(rtol: float | None, atol: float) -> None:
             )
 
 
+def _precision_per_coordinate(
+    dtypes: list[tuple[slice, np.dtype[Any]]], size: int, rtol: float | None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Machine epsilon, relative tolerance and default relative step of every coordinate."""
+    machine_eps = np.empty(size)
+    rtols = np.empty(size)
+    steps = np.empty(size)
+    for span, dtype in dtypes:
+        machine_eps[span] = machine_epsilon(dtype)
+        rtols[span] = default_rtol(dtype) if rtol is None else rtol
+        steps[span] = default_relative_step(dtype)
+    return machine_eps, rtols, steps
+
+
 def _working_dtype(param_dtype: np.dtype[Any], loss_dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """Return the less precise of the two dtypes."""
+    """Return the less precise of the two dtypes: it limits the finite difference."""
     return (
         param_dtype if machine_epsilon(param_dtype) >= machine_epsilon(loss_dtype) else loss_dtype
     )
@@ -315,8 +321,12 @@ def _refine(
     indices: npt.NDArray[np.intp],
     tree: ParamTree,
     machine_eps: FloatArray,
-) -> tuple[FloatArray, FloatArray] | None:
-    """Re-measure entries at half the step; return Richardson estimates and error bars."""
+) -> tuple[FloatArray, FloatArray, bool] | None:
+    """Re-measure entries at half the step.
+
+    Returns the Richardson estimates, their error bars, and whether Ctrl-C cut
+    the re-measurement short; None when half the step is too small to take.
+    """
     try:
         half = central_points(
             x0, [(leaf.span, leaf.dtype) for leaf in tree.leaves], abs_step=points.width / 4
@@ -326,7 +336,7 @@ def _refine(
     fine = central_differences(evaluate, x0, half, indices=indices)
     estimate, truncation = richardson(coarse.derivative, fine.derivative)
     error = roundoff_error(fine.f_plus, fine.f_minus, half.width, machine_eps) + truncation
-    return estimate, error
+    return estimate, error, fine.interrupted
 
 
 def _name_and_index(tree: ParamTree, flat_index: int) -> tuple[str, tuple[int, ...]]:
