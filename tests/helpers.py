@@ -11,6 +11,8 @@ def snapshot(tree: Any) -> Any:
     """Deep copy of a parameter container, to prove later that it was not modified."""
     if isinstance(tree, dict):
         return {k: snapshot(v) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(snapshot(v) for v in tree))
     if isinstance(tree, (list, tuple)):
         return type(tree)(snapshot(v) for v in tree)
     return np.array(tree, copy=True)

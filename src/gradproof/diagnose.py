@@ -29,6 +29,12 @@ pattern, not noise, for float32 and float64 parameters.
 """
 
 
+_LARGEST_SHOWN_TERM = 10**6
+"""Largest numerator or denominator written as a fraction (1/m for up to a million examples)."""
+
+_SMALLEST_FRACTION = 1.0 / _LARGEST_SHOWN_TERM
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Diagnosis:
     """The pattern of one parameter's wrong gradient.
@@ -84,13 +90,17 @@ def format_factor(k: float, tolerance: float = SCALE_FIT_TOLERANCE) -> str:
     >>> format_factor(1.0001)
     '1.0001'
     """
-    if k != 0 and np.isfinite(k):
+    if _SMALLEST_FRACTION <= abs(k) <= _LARGEST_SHOWN_TERM:
         # The usual bugs are integer factors (x2, x4), their inverses (x1/m) and small ratios.
-        candidates = [Fraction(round(k)), Fraction(k).limit_denominator(16)]
-        if abs(k) < 1:
-            candidates.append(Fraction(1, round(1 / abs(k))) * (1 if k > 0 else -1))
-        for fraction in candidates:
-            if fraction not in (0, 1) and abs(float(fraction) - k) <= tolerance * abs(k):
+        sign = 1 if k > 0 else -1
+        whole = Fraction(round(k)) if abs(k) >= 1 else sign * Fraction(1, round(1 / abs(k)))
+        ratio = Fraction(k).limit_denominator(16)
+        for fraction in (whole, ratio):
+            if (
+                fraction not in (0, 1)
+                and (fraction is whole or abs(fraction.numerator) <= 16)
+                and abs(float(fraction) - k) <= tolerance * abs(k)
+            ):
                 return str(fraction)
     return f"{k:.6g}"
 

@@ -113,6 +113,8 @@ def central_differences(
         work[i] = x[i]
     with np.errstate(invalid="ignore"):
         derivative = (f_plus - f_minus) / points.width
+    # An infinite loss on either side gives no estimate, even when the quotient is finite-looking.
+    derivative[~(np.isfinite(f_plus) & np.isfinite(f_minus))] = np.nan
     return CentralDifferences(
         derivative=derivative,
         f_plus=f_plus,

@@ -13,8 +13,10 @@ Note [Snapped steps]
     happened is ``(x + h) - x``, not ``h``. Dividing by the requested step
     instead of the realised one adds an error of up to eps |x| / h relative to
     the derivative. gradproof evaluates at the rounded points and divides by
-    their exact distance, which is representable in float64 for the float16,
-    float32 and float64 parameters it accepts.
+    their distance computed in float64. For float16 and float32 parameters
+    that distance is exact; for float64 it is exact too unless the two points
+    straddle zero (|x| < h), where it is rounded once, a relative error of at
+    most eps / 2.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class CentralPoints:
         The perturbed coordinate values, exactly representable in each
         coordinate's own dtype.
     width : ndarray of shape (n,), float64
-        ``plus - minus``, computed exactly: the denominator of the difference.
+        ``plus - minus``: the denominator of the difference (see Note [Snapped steps]).
     """
 
     plus: FloatArray
@@ -138,8 +140,18 @@ def central_points(
             )
             h = rel * np.maximum(1.0, np.abs(xs))
         # Round the perturbed points to the dtype the loss sees (Note [Snapped steps]).
-        plus[span] = (xs + h).astype(dtype).astype(np.float64)
-        minus[span] = (xs - h).astype(dtype).astype(np.float64)
+        with np.errstate(over="ignore"):
+            plus[span] = (xs + h).astype(dtype).astype(np.float64)
+            minus[span] = (xs - h).astype(dtype).astype(np.float64)
+        overflow = np.flatnonzero(~(np.isfinite(plus[span]) & np.isfinite(minus[span])))
+        if overflow.size:
+            i = int(overflow[0]) + (span.start or 0)
+            raise InputError(
+                f"A finite-difference point of `{describe(i)}` = {float(x[i])!r} overflows "
+                f"{np.dtype(dtype).name}: the coordinate is within a step of the largest "
+                f"representable value ({float(np.finfo(dtype).max):.4g}). Rescale the parameter, "
+                "use a wider dtype, or use a smaller `eps`."
+            )
         stuck = np.flatnonzero((plus[span] == xs) | (minus[span] == xs))
         if stuck.size:
             i = int(stuck[0]) + (span.start or 0)

@@ -241,10 +241,11 @@ def _read_leaf(value: object, name: str, *, offset: int) -> tuple[Leaf, FloatArr
             f"`{name}` is the integer {value!r}; finite differences need floating-point "
             f"parameters. Pass `{float(value)!r}` instead."
         )
-    if isinstance(value, float):
-        kind, array = "float", np.asarray(value, dtype=np.float64)
-    elif isinstance(value, np.generic):
+    # np.float64 subclasses float: test for numpy scalars first, to give back what came in.
+    if isinstance(value, np.generic):
         kind, array = "numpy_scalar", np.asarray(value)
+    elif isinstance(value, float):
+        kind, array = "float", np.asarray(value, dtype=np.float64)
     elif isinstance(value, np.ndarray):
         kind, array = "array", value
     else:
