@@ -19,7 +19,8 @@ def snapshot(tree: Any) -> Any:
 
 
 def assert_same(actual: Any, expected: Any) -> None:
-    """Assert two parameter containers hold exactly the same values."""
+    """Assert two containers match exactly: types, keys and their order, dtypes, shapes, values."""
+    assert type(actual) is type(expected), (type(actual), type(expected))
     if isinstance(expected, dict):
         assert list(actual) == list(expected)
         for key in expected:
@@ -28,5 +29,8 @@ def assert_same(actual: Any, expected: Any) -> None:
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected, strict=True):
             assert_same(a, e)
-    else:
+    elif isinstance(expected, (np.ndarray, np.generic)):
+        assert actual.dtype == expected.dtype
         np.testing.assert_array_equal(actual, expected, strict=True)
+    else:
+        assert actual == expected

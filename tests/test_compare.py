@@ -62,7 +62,7 @@ def test_relative_difference_is_symmetric_and_bounded(pair):
 
 @settings(deadline=None, max_examples=50)
 @given(
-    # Rounded to 1e-6 so that no square underflows, even scaled by 2**-20 (see the extreme-magnitude test below).
+    # Rounded to 1e-6 so that no square underflows, even scaled by 2**-20.
     a=hnp.arrays(np.float64, 4, elements=st.floats(-1e3, 1e3).map(lambda v: round(v, 6))),
     exponent=st.integers(-20, 20),
 )

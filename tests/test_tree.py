@@ -14,30 +14,9 @@ from hypothesis import strategies as st
 
 from gradproof import InputError
 from gradproof.tree import ParamTree, format_index
+from tests.helpers import assert_same
 
 Layer = namedtuple("Layer", ["weight", "bias"])
-
-
-def assert_identical(actual: Any, expected: Any) -> None:
-    """Same container types, keys, order, leaf types, dtypes, shapes and values.
-
-    Stricter than helpers.assert_same, and copy.deepcopy stands in for helpers.snapshot,
-    which cannot rebuild namedtuples.
-    """
-    assert type(actual) is type(expected), (type(actual), type(expected))
-    if isinstance(expected, dict):
-        assert list(actual) == list(expected)
-        for key in expected:
-            assert_identical(actual[key], expected[key])
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected)
-        for a, e in zip(actual, expected, strict=True):
-            assert_identical(a, e)
-    elif isinstance(expected, (np.ndarray, np.generic)):
-        assert actual.dtype == expected.dtype
-        np.testing.assert_array_equal(actual, expected, strict=True)
-    else:
-        assert actual == expected
 
 
 def _arange(*shape: int, dtype: Any = np.float64, start: float = 0.0) -> np.ndarray:
@@ -68,8 +47,8 @@ def test_unflatten_rebuilds_what_flatten_read(params):
     tree, vector = ParamTree.flatten(params)
     assert vector.dtype == np.float64
     assert vector.shape == (tree.size,)
-    assert_identical(tree.unflatten(vector), params)
-    assert_identical(params, before)  # flatten never modifies its input
+    assert_same(tree.unflatten(vector), params)
+    assert_same(params, before)  # flatten never modifies its input
 
 
 def test_numpy_float64_scalar_comes_back_as_numpy_scalar():
@@ -209,7 +188,7 @@ def test_flatten_copies_its_input():
     _, vector = ParamTree.flatten(params)
     assert not np.shares_memory(vector, params["W"])
     vector[:] = 5.0
-    assert_identical(params, before)
+    assert_same(params, before)
 
 
 # -- bad parameters (the common ones are covered through check() in test_check.py) ----------
@@ -254,7 +233,7 @@ def test_flatten_like_reads_gradients_in_the_parameters_order(tree):
     before = copy.deepcopy(grad)
     flat = tree.flatten_like(grad)
     np.testing.assert_array_equal(flat, np.arange(11.0), strict=True)
-    assert_identical(grad, before)
+    assert_same(grad, before)
     assert not np.shares_memory(flat, grad["W"])
 
 
@@ -354,7 +333,7 @@ def test_flatten_like_refuses_mismatched_gradients(tree, grad, match):
     before = copy.deepcopy(grad)
     with pytest.raises(InputError, match=match):
         tree.flatten_like(grad)
-    assert_identical(grad, before)
+    assert_same(grad, before)
 
 
 def test_flatten_like_names_what_it_reads(tree):
@@ -444,9 +423,9 @@ _containers = st.recursive(
 def test_any_nested_container_round_trips(params):
     before = copy.deepcopy(params)
     tree, vector = ParamTree.flatten(params)
-    assert_identical(params, before)
+    assert_same(params, before)
 
-    assert_identical(tree.unflatten(vector), params)
+    assert_same(tree.unflatten(vector), params)
     assert vector.dtype == np.float64
     assert vector.size == tree.size == sum(leaf.size for leaf in tree.leaves)
     # Leaves tile the vector in order, and every leaf has its own name.
