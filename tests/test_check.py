@@ -59,7 +59,10 @@ def test_corrected_backward_passes_with_margin(network):
     # worst entry uses under a tenth of its tolerance.
     assert max(p.error_ratio for p in result.params) < 0.1
     assert result.relative_difference < 1e-8
-    assert result.n_evals == 2 * 47 + 1
+    # Two evaluations per entry, the point three times and the noise ladder (5 x 8): within the
+    # issue's budget of 3x the plain centered loop's 2 * 47 + 1.
+    assert result.n_evals == 2 * 47 + 43
+    assert result.n_evals <= 3 * (2 * 47 + 1)
 
 
 def test_wrong_entries_are_listed_with_both_values(network):
@@ -111,7 +114,8 @@ def test_single_wrong_entry_is_pinned(smooth_params):
     assert result.suspects == ("b",)
     assert result["b"].n_failed == 1
     assert result["b"].failures[0].index == (2, 1)
-    assert result["b"].diagnosis is not None and result["b"].diagnosis.kind == "unknown"
+    assert result["b"].diagnosis is not None and result["b"].diagnosis.kind == "few_entries"
+    assert result["b"].diagnosis.entries == ((2, 1),)
 
 
 def test_relative_error_of_1e_4_in_one_parameter_is_detected(smooth_params):
@@ -210,7 +214,6 @@ def test_truncation_error_is_not_mistaken_for_a_bug():
     result = check(lambda w: float(np.sum(np.log(w))), lambda w: 1 / w, x)
     assert result.passed, str(result)
     assert result.n_refined >= 1
-    assert result.n_evals == 2 * 3 + 1 + 2 * result.n_refined
 
 
 # -- structures and names ----------------------------------------------------------------------
@@ -462,15 +465,22 @@ def test_non_callable_loss_is_refused():
 
 
 # -- partial results: interrupts and domain edges ------------------------------------------------
+def _setup_cost(loss, grad, params) -> int:
+    """Evaluations a check spends before its sweep: the point twice and the noise estimate."""
+    result = check(loss, grad, params)
+    return result.n_evals - 2 * result.n_entries - 2 * result.n_refined
+
+
 def test_ctrl_c_returns_what_was_measured():
     w = np.linspace(0.5, 2.0, 10)
     before = w.copy()
+    setup = _setup_cost(lambda v: float(np.sum(v**2)), lambda v: 2 * v, w)
     calls = 0
 
     def loss(v):
         nonlocal calls
         calls += 1
-        if calls == 1 + 2 * 4 + 1:  # the base point, four entries, then one half-done entry
+        if calls == setup + 2 * 4 + 1:  # four entries done, then one half-done entry
             raise KeyboardInterrupt
         return float(np.sum(v**2))
 
@@ -530,16 +540,16 @@ def test_failure_listing_is_capped():
 
 
 def test_ctrl_c_while_re_measuring_suspects_is_reported():
+    setup = _setup_cost(lambda v: float(np.sum(v**2)), lambda v: 2 * v, np.ones(3))
     calls = 0
 
     def loss(v):
         nonlocal calls
         calls += 1
-        if calls == 1 + 2 * 3 + 1:  # after the sweep, during the first re-measurement
+        if calls == setup + 2 * 3 + 1:  # after the sweep, during the first re-measurement
             raise KeyboardInterrupt
         return float(np.sum(v**2))
 
     result = check(loss, lambda v: 3 * v, np.ones(3))
     assert result.interrupted
     assert result.suspects == ("params",)  # what was found stays found
-    assert result.n_refined == 0

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 DEMO_COMMAND = 'pip install ".[cli]" && gradproof demo'
-TEST_COMMAND = 'pip install -e ".[test]" && python -m pytest'
+TEST_COMMAND = 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest'
 
 
 def _fenced_blocks(text: str) -> list[tuple[str, str]]:

@@ -1,33 +1,118 @@
 """What a wrong gradient looks like, and where to look in the backward pass.
 
 Each rule reads the analytic and numerical gradients of one parameter that
-failed its check and names the pattern: a constant factor (``x2``, ``x1/4``),
-a flipped sign, a gradient that is all zeros, non-finite values, or no simple
-pattern.
+failed its check and names the pattern: non-finite values, a gradient that is
+all zeros, a transpose, a flipped sign, a constant factor (``x2``, ``x1/4``),
+a few wrong entries, errors along one axis, or no simple pattern.
+:func:`diagnose_swaps` looks across parameters for two gradients returned
+under each other's names.
+
+Note [Models of a wrong gradient]
+    Each pattern is a model of the analytic gradient ``a`` built from the
+    numerical one ``n``: ``k * n``, ``k * n.T``, ``n`` plus the same error in
+    every row, the other parameter's ``n``. A model is accepted when
+
+    - it fits: what it leaves, ``||a - model||``, is at most
+      :data:`SCALE_FIT_TOLERANCE` of the gradient's norm, the most a central
+      difference's noise can explain in float32 and float64; and
+    - it explains the failure: on the entries that failed the check, what it
+      leaves is at most :data:`EXPLAINED_FRACTION` of the error
+      ``||a - n||`` there.
+
+    The first test alone is met by any small error in a large gradient (one
+    entry off by 0.05 among 10,000 entries of size 1 leaves ``5e-4`` of the
+    norm), so it would call a single wrong entry "``1 × numeric``"; the second
+    asks the model to account for the entries that are actually wrong.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
 
-from gradproof._typing import FloatArray
+from gradproof._typing import BoolArray, FloatArray
+from gradproof.tolerances import default_rtol
+from gradproof.tree import format_index
 
-__all__ = ["Diagnosis", "DiagnosisKind", "diagnose_parameter", "format_factor"]
+__all__ = [
+    "EXPLAINED_FRACTION",
+    "FEW_ENTRIES_FRACTION",
+    "FEW_ENTRIES_MIN",
+    "SCALE_FIT_TOLERANCE",
+    "Diagnosis",
+    "DiagnosisKind",
+    "diagnose_parameter",
+    "diagnose_swaps",
+    "format_factor",
+]
 
-DiagnosisKind = Literal["scale", "sign", "zero", "non_finite", "unknown"]
+DiagnosisKind = Literal[
+    "non_finite",
+    "zero",
+    "transpose",
+    "sign",
+    "scale",
+    "few_entries",
+    "axis",
+    "swapped",
+    "unknown",
+]
 
 SCALE_FIT_TOLERANCE = 1e-3
 """Largest relative residual of ``analytic - k * numeric`` for a constant-factor diagnosis.
 
 A central difference is accurate to about 1e-8 relative on smooth float64
 losses and 1e-2 in float16; entries this far off a fitted factor are a
-pattern, not noise, for float32 and float64 parameters.
+pattern, not noise, for float32 and float64 parameters. The same bound applies
+to every other model of the gradient (Note [Models of a wrong gradient]).
 """
 
+EXPLAINED_FRACTION = 0.1
+"""Largest share of the error on the failing entries that a model may leave unexplained.
+
+Fitting one factor, a transpose or one constant per slice to an unstructured
+error removes little of it: a per-slice constant fitted along an axis of
+length ``L`` leaves ``sqrt(1 - 1/L)`` of its norm, at least 0.71. A tenth
+(1% of the squared error) rejects such errors by a wide margin, and still
+accepts a real pattern measured with float32 noise (about 1e-4 relative) in
+an error that fails float32's default tolerance (1e-3 relative).
+"""
+
+FEW_ENTRIES_MIN = 3
+"""So many wrong entries are "a few" in any parameter, however small."""
+
+FEW_ENTRIES_FRACTION = 0.1
+"""Largest share of a parameter's judged entries that are "a few" (when above `FEW_ENTRIES_MIN`).
+
+An off-by-one or an overwrite of repeated indices touches one or a handful of
+entries (rows of an embedding, a loop's first or last step); a tenth of the
+parameter leaves room for a few repeated rows while a pattern spread over the
+whole parameter is left to the later rules.
+"""
+
+_WRONG_SLICE_SHARE = 0.5
+"""A slice (row, column) is wrong when more than this share of its judged entries failed.
+
+An entry of a wrong row can pass by coincidence, when the missing or extra
+term happens to vanish there (a ReLU unit that is off, a zero input): the
+majority decides. The slices called right must have no failing entry at all.
+"""
+
+_FALLBACK_FLOOR = 0.1
+"""Absolute floor of the fallback failure test, as a share of ``rtol`` times the largest entry.
+
+Central-difference noise is absolute: about ``eps ** (2/3)`` of the gradient's
+scale on every entry (4e-11 in float64, 2e-5 in float32), so an entry near zero
+carries the noise of the large ones. With float64's default ``rtol`` of 1e-5
+the floor is 1e-6 of the largest entry, far above that noise.
+"""
+
+_LISTED = 10
+"""How many entries or slices a summary lists before saying how many more."""
 
 _LARGEST_SHOWN_TERM = 10**6
 """Largest numerator or denominator written as a fraction (1/m for up to a million examples)."""
@@ -41,20 +126,34 @@ class Diagnosis:
 
     Attributes
     ----------
-    kind : {"scale", "sign", "zero", "non_finite", "unknown"}
-        The pattern found.
+    kind : DiagnosisKind
+        The pattern found: ``"non_finite"``, ``"zero"``, ``"transpose"``,
+        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"axis"``, ``"swapped"``
+        or ``"unknown"``.
     summary : str
         One line saying what the error looks like, e.g. ``analytic = 2 x numeric``.
     hint : str
         Where to look in the backward pass.
     factor : float or None
-        For ``scale`` and ``sign``: the fitted ``k`` in ``analytic = k * numeric``.
+        For ``scale`` and ``sign``: the fitted ``k`` in ``analytic = k * numeric``;
+        for ``transpose``: the ``k`` in ``analytic = k * numeric.T``.
+    entries : tuple of tuple of int
+        For ``few_entries``: the index of every wrong entry, in C order.
+    axis : int or None
+        For ``axis``: the axis along which the error is the same, or across
+        whose slices the wrong entries lie.
+    partner : str or None
+        For ``swapped``: the parameter whose gradient this one's analytic
+        gradient is.
     """
 
     kind: DiagnosisKind
     summary: str
     hint: str
     factor: float | None = None
+    entries: tuple[tuple[int, ...], ...] = ()
+    axis: int | None = None
+    partner: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -63,6 +162,9 @@ class Diagnosis:
             "summary": self.summary,
             "hint": self.hint,
             "factor": self.factor,
+            "entries": [list(index) for index in self.entries],
+            "axis": self.axis,
+            "partner": self.partner,
         }
 
 
@@ -105,7 +207,13 @@ def format_factor(k: float, tolerance: float = SCALE_FIT_TOLERANCE) -> str:
     return f"{k:.6g}"
 
 
-def diagnose_parameter(name: str, analytic: FloatArray, numeric: FloatArray) -> Diagnosis:
+def diagnose_parameter(
+    name: str,
+    analytic: FloatArray,
+    numeric: FloatArray,
+    *,
+    wrong: BoolArray | None = None,
+) -> Diagnosis:
     """Name the pattern of a parameter's wrong gradient.
 
     Parameters
@@ -113,14 +221,33 @@ def diagnose_parameter(name: str, analytic: FloatArray, numeric: FloatArray) -> 
     name : str
         The parameter, used in the messages.
     analytic, numeric : ndarray
-        Its analytic gradient and numerical estimate, same shape. Entries
-        whose numerical estimate is not finite are ignored.
+        Its analytic gradient and numerical estimate, same shape (the
+        parameter's). Entries whose numerical estimate is not finite (not
+        measured, or inconclusive) are ignored.
+    wrong : ndarray of bool, optional
+        Which entries failed the check, same shape. By default an entry is
+        wrong when ``|a - n| > rtol * max(|a|, |n|) + rtol / 10 * max|n|``,
+        with ``rtol`` the checker's default for the inputs' dtype (1e-5 for
+        float64): the checker's own test without the numerical error bar,
+        which the floor stands in for.
 
     Returns
     -------
     Diagnosis
-        The first pattern that fits, in the order: non-finite analytic values,
-        all zeros, a sign flip, a constant factor, no simple pattern.
+        The first pattern that fits, in the order: non-finite analytic values;
+        all zeros; a transpose (a square parameter whose analytic gradient is
+        ``k * numeric.T``); a sign flip; a constant factor; a few wrong entries
+        (at most ``max(FEW_ENTRIES_MIN, FEW_ENTRIES_FRACTION * judged)`` and at
+        most half); errors along one axis (the wrong entries fill some slices
+        of an axis, more than half of each, and every other slice is right;
+        else the error ``a - n`` is the same in every slice along an axis); no
+        simple pattern. See Note [Models of a wrong gradient] for when a model
+        is accepted.
+
+    Raises
+    ------
+    ValueError
+        If `analytic`, `numeric` and `wrong` do not have the same shape.
 
     Examples
     --------
@@ -128,10 +255,23 @@ def diagnose_parameter(name: str, analytic: FloatArray, numeric: FloatArray) -> 
     >>> d = diagnose_parameter("W2", np.array([2.0, -4.0, 6.0]), np.array([1.0, -2.0, 3.0]))
     >>> d.kind, d.summary
     ('scale', 'analytic = 2 × numeric on every entry')
+    >>> n = np.arange(12.0).reshape(3, 4)
+    >>> a = n.copy()
+    >>> a[1, 2] = 0.0
+    >>> diagnose_parameter("W", a, n).summary
+    'only these entries are wrong: W[1, 2]; every other entry is right'
     """
-    usable = np.isfinite(numeric)
-    a = np.asarray(analytic, dtype=np.float64)[usable]
-    n = np.asarray(numeric, dtype=np.float64)[usable]
+    dtype = np.result_type(np.asarray(analytic), np.asarray(numeric))
+    a_full = np.asarray(analytic, dtype=np.float64)
+    n_full = np.asarray(numeric, dtype=np.float64)
+    if a_full.shape != n_full.shape:
+        raise ValueError(
+            f"analytic has shape {a_full.shape} but numeric has shape {n_full.shape}; "
+            "pass both gradients of one parameter"
+        )
+    usable = np.isfinite(n_full)
+    a = a_full[usable]
+    n = n_full[usable]
     bad = ~np.isfinite(a)
     if np.any(bad):
         return Diagnosis(
@@ -151,14 +291,28 @@ def diagnose_parameter(name: str, analytic: FloatArray, numeric: FloatArray) -> 
                 "pass (a forgotten term, a detached or overwritten variable)."
             ),
         )
-    norm_n = float(n @ n)
-    if norm_n > 0:
-        k = float(a @ n) / norm_n
-        residual = float(np.linalg.norm(a - k * n)) / max(float(np.linalg.norm(a)), 1e-300)
-        if residual <= SCALE_FIT_TOLERANCE:
+    failing = _failing(a_full, n_full, usable, wrong, dtype)
+    # Only usable entries are compared from here on; zeros elsewhere keep the sums finite.
+    a_full = np.where(usable, a_full, 0.0)
+    n_full = np.where(usable, n_full, 0.0)
+    error = a_full - n_full
+
+    transposed = _transpose_diagnosis(name, a_full, n_full, usable, failing)
+    if transposed is not None:
+        return transposed
+    fit = _fit(a, n)
+    if fit is not None:
+        k, residual = fit
+        if residual <= SCALE_FIT_TOLERANCE and _explains(a_full - k * n_full, error, failing):
             # Round the factor only as far as the fit itself is uncertain.
             tolerance = min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE)
             return _factor_diagnosis(name, k, tolerance)
+    few = _few_entries_diagnosis(name, usable, failing)
+    if few is not None:
+        return few
+    along = _axis_diagnosis(name, a_full, n_full, usable, failing)
+    if along is not None:
+        return along
     return Diagnosis(
         kind="unknown",
         summary="no simple pattern (not a constant factor, not a sign flip, not all zeros)",
@@ -166,6 +320,148 @@ def diagnose_parameter(name: str, analytic: FloatArray, numeric: FloatArray) -> 
             f"Re-derive the backward of `{name}` term by term; the worst entries below show "
             "where it differs most."
         ),
+    )
+
+
+def diagnose_swaps(
+    reports: Sequence[tuple[str, FloatArray, FloatArray, bool]],
+) -> dict[str, Diagnosis]:
+    """Find pairs of parameters whose gradients were returned under each other's names.
+
+    Parameters
+    ----------
+    reports : sequence of (name, analytic, numeric, failed)
+        Every parameter's name, analytic gradient, numerical estimate (NaN
+        where not measured) and whether it failed its check.
+
+    Returns
+    -------
+    dict of str to Diagnosis
+        A ``swapped`` diagnosis, naming its `partner`, for both parameters of
+        each pair found: two failed parameters of the same shape whose
+        analytic gradients fit each other's numerical ones (Note [Models of a
+        wrong gradient], with every compared entry counted as failing). A
+        parameter is paired at most once, with its best fit. Empty when no
+        pair is found.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g1, g2 = np.array([1.0, 2.0]), np.array([3.0, -1.0])
+    >>> found = diagnose_swaps([("W1", g2, g1, True), ("W2", g1, g2, True)])
+    >>> found["W1"].partner, found["W2"].kind
+    ('W2', 'swapped')
+    """
+    failed = [
+        (name, np.asarray(a, dtype=np.float64), np.asarray(n, dtype=np.float64))
+        for name, a, n, did_fail in reports
+        if did_fail
+    ]
+    candidates: list[tuple[float, int, int]] = []
+    for i, (_, a_i, n_i) in enumerate(failed):
+        for j in range(i + 1, len(failed)):
+            _, a_j, n_j = failed[j]
+            if a_i.shape != a_j.shape:
+                continue
+            fit_i = _swap_fit(a_i, n_own=n_i, n_other=n_j)
+            fit_j = _swap_fit(a_j, n_own=n_j, n_other=n_i)
+            if fit_i is not None and fit_j is not None:
+                candidates.append((max(fit_i, fit_j), i, j))
+    found: dict[str, Diagnosis] = {}
+    for _, i, j in sorted(candidates):
+        first, second = failed[i][0], failed[j][0]
+        if first in found or second in found:
+            continue  # already paired with a better fit
+        found[first] = _swap_diagnosis(first, second)
+        found[second] = _swap_diagnosis(second, first)
+    return found
+
+
+# -- the rules ---------------------------------------------------------------------------------
+def _failing(
+    a_full: FloatArray,
+    n_full: FloatArray,
+    usable: BoolArray,
+    wrong: BoolArray | None,
+    dtype: np.dtype[Any],
+) -> BoolArray:
+    """Return the failing entries among the usable ones: the caller's, or the fallback test's."""
+    if wrong is not None:
+        mask: BoolArray = np.asarray(wrong, dtype=np.bool_)
+        if mask.shape != a_full.shape:
+            raise ValueError(
+                f"wrong has shape {mask.shape}; expected {a_full.shape}, the gradients' shape"
+            )
+        return usable & mask
+    rtol = default_rtol(dtype)
+    largest = float(np.max(np.abs(n_full[usable]))) if usable.any() else 0.0
+    with np.errstate(invalid="ignore"):
+        tolerance = rtol * np.maximum(np.abs(a_full), np.abs(n_full)) + (
+            _FALLBACK_FLOOR * rtol * largest
+        )
+        outside = np.abs(a_full - n_full) > tolerance
+    return usable & outside
+
+
+def _fit(a: FloatArray, n: FloatArray) -> tuple[float, float] | None:
+    """Fit ``a = k * n``: the factor and the residual relative to ``||a||`` (None if n = 0)."""
+    norm_n = float(n @ n)
+    if norm_n <= 0:
+        return None
+    k = float(a @ n) / norm_n
+    residual = float(np.linalg.norm(a - k * n)) / max(float(np.linalg.norm(a)), 1e-300)
+    return k, residual
+
+
+def _explains(left: FloatArray, error: FloatArray, failing: BoolArray) -> bool:
+    """Whether a model leaving `left` accounts for the `error` on the failing entries."""
+    if not failing.any():
+        return True  # nothing failed by the test at hand: the fit alone decides
+    unexplained = float(np.linalg.norm(left[failing]))
+    return unexplained <= EXPLAINED_FRACTION * float(np.linalg.norm(error[failing]))
+
+
+def _transpose_diagnosis(
+    name: str, a_full: FloatArray, n_full: FloatArray, usable: BoolArray, failing: BoolArray
+) -> Diagnosis | None:
+    """``analytic = k * numeric.T`` for a square parameter whose numeric is not symmetric."""
+    if a_full.ndim != 2 or a_full.shape[0] != a_full.shape[1] or a_full.shape[0] < 2:
+        return None
+    both = usable & usable.T
+    if not np.any(both & ~np.eye(a_full.shape[0], dtype=bool)):
+        return None  # no off-diagonal pair measured: a transpose cannot show
+    a, n, n_t = a_full[both], n_full[both], n_full.T[both]
+    fit_t = _fit(a, n_t)
+    if fit_t is None:
+        return None
+    k, residual = fit_t
+    fit_n = _fit(a, n)
+    if fit_n is not None and fit_n[1] <= SCALE_FIT_TOLERANCE:
+        # numeric is its own transpose up to noise (symmetric-ish): a transpose would not
+        # show, and the factor rule names what is wrong.
+        return None
+    inside = failing & both
+    if residual > SCALE_FIT_TOLERANCE or not _explains(
+        a_full - k * n_full.T, a_full - n_full, inside
+    ):
+        return None
+    tolerance = min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE)
+    shown = format_factor(k, tolerance)
+    if shown == "1":
+        model, extra = "numeric.T", ""
+    elif shown == "-1":
+        model, extra = "-numeric.T", " Its sign is flipped too."
+    else:
+        model, extra = f"{shown} × numeric.T", f" It is also off by a factor of {shown}."
+    return Diagnosis(
+        kind="transpose",
+        summary=f"analytic = {model} on every entry: the gradient is transposed",
+        hint=(
+            f"The backward of `{name}` returns the transpose of its gradient: check the order "
+            "of the product that builds it (e.g. `dW = dZ @ X.T` written as `X @ dZ.T`, or "
+            f"`A.T @ dZ` as `dZ.T @ A`).{extra}"
+        ),
+        factor=k,
     )
 
 
@@ -198,3 +494,187 @@ def _factor_diagnosis(name: str, k: float, tolerance: float) -> Diagnosis:
         ),
         factor=k,
     )
+
+
+def _few_entries_diagnosis(name: str, usable: BoolArray, failing: BoolArray) -> Diagnosis | None:
+    """Name a few wrong entries (FEW_ENTRIES_MIN, FEW_ENTRIES_FRACTION) among right ones."""
+    judged = int(usable.sum())
+    count = int(failing.sum())
+    few = max(FEW_ENTRIES_MIN, FEW_ENTRIES_FRACTION * judged)
+    # Half or more of the entries wrong is not "a few", however small the parameter.
+    if count == 0 or count > few or 2 * count > judged:
+        return None
+    entries = tuple(tuple(int(i) for i in index) for index in np.argwhere(failing))
+    listed = _listing([format_index(name, index) for index in entries], conjunction=False)
+    return Diagnosis(
+        kind="few_entries",
+        summary=f"only these entries are wrong: {listed}; every other entry is right",
+        hint=(
+            f"Only some entries of `{name}`'s gradient are wrong: look for an off-by-one index "
+            "or loop bound, or an overwrite (`=`) where repeated indices must accumulate "
+            "(`+=`, `np.add.at`)."
+        ),
+        entries=entries,
+    )
+
+
+def _axis_diagnosis(
+    name: str, a_full: FloatArray, n_full: FloatArray, usable: BoolArray, failing: BoolArray
+) -> Diagnosis | None:
+    """Find wrong entries that fill some slices of an axis, or an error the same along one."""
+    # Slices first: when some rows are right, naming the wrong ones is the sharper statement
+    # (a row off by a constant is also "the same error in every column").
+    best: tuple[float, int, list[int]] | None = None
+    for axis in range(a_full.ndim if a_full.ndim >= 2 else 0):
+        found = _wrong_slices(axis, usable, failing)
+        # Prefer the axis whose wrong slices are the most completely wrong.
+        if found is not None and (best is None or found[0] > best[0]):
+            best = (found[0], axis, found[1])
+    if best is not None:
+        _, axis, indices = best
+        return _wrong_slices_diagnosis(name, axis, a_full.ndim, indices)
+    constant = [
+        axis
+        for axis in range(a_full.ndim)
+        if _error_is_constant_along(axis, a_full, n_full, usable, failing)
+    ]
+    if constant:
+        return _constant_error_diagnosis(name, constant, a_full.ndim, a_full - n_full, usable)
+    return None
+
+
+def _error_is_constant_along(
+    axis: int, a_full: FloatArray, n_full: FloatArray, usable: BoolArray, failing: BoolArray
+) -> bool:
+    """Whether ``a - n`` is one value per slice across `axis` (a missing reduction or broadcast)."""
+    if a_full.shape[axis] < 2:
+        return False  # every array is constant along an axis of length 1
+    error = a_full - n_full  # zero where not usable
+    counts = np.sum(usable, axis=axis, keepdims=True)
+    mean = np.sum(error, axis=axis, keepdims=True) / np.maximum(counts, 1)
+    left = np.where(usable, error - mean, 0.0)
+    # Each slice's mean is fitted: fewer than two entries left over to test is no evidence.
+    if int(usable.sum()) - int(np.count_nonzero(counts)) < 2:
+        return False
+    size = max(float(np.linalg.norm(a_full)), float(np.linalg.norm(n_full)), 1e-300)
+    return float(np.linalg.norm(left)) <= SCALE_FIT_TOLERANCE * size and _explains(
+        left, error, failing
+    )
+
+
+def _wrong_slices(
+    axis: int, usable: BoolArray, failing: BoolArray
+) -> tuple[float, list[int]] | None:
+    """Find the wrong slices along `axis`, if every other slice is right (_WRONG_SLICE_SHARE).
+
+    Returns the share of failing entries within the wrong slices, and their indices.
+    """
+    others = tuple(i for i in range(usable.ndim) if i != axis)
+    judged = np.sum(usable, axis=others)
+    wrong = np.sum(failing, axis=others)
+    is_wrong = wrong > _WRONG_SLICE_SHARE * judged
+    is_right = (wrong == 0) & (judged > 0)
+    if not is_wrong.any() or not is_right.any() or np.any(~is_wrong & ~is_right & (judged > 0)):
+        return None
+    share = float(wrong[is_wrong].sum()) / float(judged[is_wrong].sum())
+    return share, [int(i) for i in np.flatnonzero(is_wrong)]
+
+
+def _slice_words(axis: int, ndim: int) -> tuple[str, str]:
+    """Singular and plural names of the slices across `axis`: rows, columns, indices."""
+    if ndim == 2:
+        return ("row", "rows") if axis == 0 else ("column", "columns")
+    return "index", "indices"
+
+
+def _wrong_slices_diagnosis(name: str, axis: int, ndim: int, indices: list[int]) -> Diagnosis:
+    one, many = _slice_words(axis, ndim)
+    along = "" if ndim == 2 else f" along axis {axis}"
+    listed = _listing([str(i) for i in indices], conjunction=True)
+    if len(indices) == 1:
+        summary = f"{one} {listed}{along} of `{name}` is wrong; the other {many} are right"
+    else:
+        summary = f"{many} {listed}{along} of `{name}` are wrong; the other {many} are right"
+    return Diagnosis(
+        kind="axis",
+        summary=summary,
+        hint=(
+            f"Look at what the backward of `{name}` does differently for those {many}: an "
+            "overwrite (`=`) where repeated indices must accumulate (`+=`, `np.add.at`), an "
+            "off-by-one in a loop or slice bound, or a term missing or masked for some units "
+            "(a mask or a broadcast along the wrong axis)."
+        ),
+        axis=axis,
+    )
+
+
+def _constant_error_diagnosis(
+    name: str, axes: list[int], ndim: int, error: FloatArray, usable: BoolArray
+) -> Diagnosis:
+    axis = axes[0]
+    if len(axes) == ndim:
+        value = float(np.mean(error[usable]))
+        summary = f"every entry is off by the same amount: analytic - numeric = {value:.3g}"
+        where = ""
+    else:
+        one, _ = _slice_words(axis, ndim)
+        same = f"every {one} is off by the same amounts" if ndim == 2 else "it repeats along it"
+        summary = f"the error analytic - numeric is the same along axis {axis}: {same}"
+        where = f" along axis {axis}"
+    return Diagnosis(
+        kind="axis",
+        summary=summary,
+        hint=(
+            f"A reduction or a broadcast{where} is missing or wrong in the backward of `{name}`: "
+            "e.g. a sum over the batch forgotten or taken over the wrong axis before a "
+            "broadcast, the backward of a mean, centering or normalisation missing its "
+            "`- g.mean(...)` term, or `keepdims` on the wrong axis."
+        ),
+        axis=axis,
+    )
+
+
+# -- swaps -------------------------------------------------------------------------------------
+def _swap_fit(a: FloatArray, *, n_own: FloatArray, n_other: FloatArray) -> float | None:
+    """How well `a` fits the other parameter's numeric (residual), or None if it does not."""
+    compared = np.isfinite(n_other) & np.isfinite(n_own) & np.isfinite(a)
+    if not compared.any():
+        return None
+    a, n_own, n_other = a[compared], n_own[compared], n_other[compared]
+    left = a - n_other
+    residual = float(np.linalg.norm(left)) / max(float(np.linalg.norm(a)), 1e-300)
+    if residual > SCALE_FIT_TOLERANCE or not _explains(
+        left, a - n_own, np.ones(a.shape, dtype=bool)
+    ):
+        return None
+    return residual
+
+
+def _swap_diagnosis(name: str, partner: str) -> Diagnosis:
+    if name.isidentifier() and partner.isidentifier():
+        example = f'`return {{"{name}": d{partner}, "{partner}": d{name}}}`'
+    else:
+        example = '`return {"W1": dW2, "W2": dW1}`'
+    return Diagnosis(
+        kind="swapped",
+        summary=(
+            f"analytic = the numeric gradient of `{partner}`, and the other way round: "
+            "the two gradients are swapped"
+        ),
+        hint=(
+            f"The backward returns the gradients of `{name}` and `{partner}` under each "
+            f"other's names (e.g. {example}): return each under its own parameter's key."
+        ),
+        partner=partner,
+    )
+
+
+def _listing(items: list[str], *, conjunction: bool) -> str:
+    """Join ``a, b, c`` or ``a, b and c``: at most _LISTED items and a count of the rest."""
+    shown = items[:_LISTED]
+    hidden = len(items) - len(shown)
+    if hidden:
+        return ", ".join(shown) + f" and {hidden} more"
+    if conjunction and len(shown) > 1:
+        return ", ".join(shown[:-1]) + f" and {shown[-1]}"
+    return ", ".join(shown)

@@ -12,7 +12,7 @@ import numpy as np
 from gradproof._typing import FloatArray
 from gradproof.diagnose import Diagnosis
 
-__all__ = ["CheckResult", "EntryReport", "ParamReport", "Verdict"]
+__all__ = ["CheckResult", "EntryReport", "InconclusiveEntry", "ParamReport", "Verdict"]
 
 
 class Verdict(str, Enum):
@@ -81,6 +81,52 @@ class EntryReport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InconclusiveEntry:
+    """An entry the finite differences could not judge.
+
+    Attributes
+    ----------
+    name : str
+        The entry, e.g. ``W1[3, 2]``.
+    index : tuple of int
+        Its index within the parameter.
+    analytic : float
+        The analytic gradient's value.
+    left, right : float
+        The loss's one-sided derivatives at the smallest step taken (NaN when
+        the loss was not finite nearby).
+    reason : {"kink", "no_safe_step", "non_finite"}
+        ``kink``: the loss has a kink here (one-sided derivatives that
+        differ at every step); ``no_safe_step``: no step could be taken that is
+        both smooth and above the noise; ``non_finite``: the loss was not
+        finite at a neighbouring point.
+    subgradient : bool
+        Whether the analytic value lies between the one-sided derivatives
+        (within tolerance): at a kink it is then a valid subgradient.
+    """
+
+    name: str
+    index: tuple[int, ...]
+    analytic: float
+    left: float
+    right: float
+    reason: str
+    subgradient: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "index": list(self.index),
+            "analytic": _json_float(self.analytic),
+            "left": _json_float(self.left),
+            "right": _json_float(self.right),
+            "reason": self.reason,
+            "subgradient": self.subgradient,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ParamReport:
     """The check of one parameter tensor.
 
@@ -107,6 +153,8 @@ class ParamReport:
         The entry with the largest error ratio (None if nothing was judged).
     failures : tuple of EntryReport
         The wrong entries, worst first (at most ``MAX_LISTED_ENTRIES``).
+    inconclusive_entries : tuple of InconclusiveEntry
+        The entries that could not be judged, with why (at most ``MAX_LISTED_ENTRIES``).
     n_entries, n_checked, n_failed, n_inconclusive : int
         Entry counts: in all, measured, wrong, not judged.
     diagnosis : Diagnosis or None
@@ -125,6 +173,7 @@ class ParamReport:
     error_ratio: float
     worst: EntryReport | None
     failures: tuple[EntryReport, ...]
+    inconclusive_entries: tuple[InconclusiveEntry, ...]
     n_entries: int
     n_checked: int
     n_failed: int
@@ -155,6 +204,7 @@ class ParamReport:
             "error_ratio": _json_float(self.error_ratio),
             "worst": None if self.worst is None else self.worst.to_dict(),
             "failures": [entry.to_dict() for entry in self.failures],
+            "inconclusive_entries": [entry.to_dict() for entry in self.inconclusive_entries],
             "n_entries": self.n_entries,
             "n_checked": self.n_checked,
             "n_failed": self.n_failed,
@@ -176,16 +226,26 @@ class CheckResult:
     loss_value : float
         The loss at the checked point.
     method : str
-        The finite-difference method (``"central"``).
+        The finite-difference method, e.g. ``"central"``.
     step : str
         The step rule used, e.g. ``"relative 6.06e-06"`` or ``"absolute 1e-07"``.
     rtol, atol : float
         The tolerances applied (for parameters of mixed dtypes, the loosest
         default `rtol`).
+    seed : int or None
+        The seed the random generators were reset to before every evaluation.
+    noise_level : float or None
+        The loss's measured noise (standard deviation of its values near the
+        point); None when not measured.
+    notes : tuple of str
+        Things the check noticed and did about them: precision lost in the
+        loss, float32 parameters evaluated in float64, a complex step that
+        disagreed with central differences.
     n_evals : int
         Loss evaluations spent.
     n_refined : int
-        Entries re-measured at half the step to estimate their truncation error.
+        Entries re-measured at smaller steps (to separate truncation error
+        from a bug, or to find a kink).
     seconds : float
         Wall-clock time of the check.
     interrupted : bool
@@ -200,6 +260,9 @@ class CheckResult:
     step: str
     rtol: float
     atol: float
+    seed: int | None = None
+    noise_level: float | None = None
+    notes: tuple[str, ...] = ()
     n_evals: int
     n_refined: int
     seconds: float
@@ -244,6 +307,17 @@ class CheckResult:
         """Number of parameter entries measured."""
         return sum(p.n_checked for p in self.params)
 
+    @property
+    def margin(self) -> float:
+        """How many times over the worst judged entry fits within its tolerance.
+
+        Above 1 every judged entry passes: 50 means the worst one uses 2 % of
+        its tolerance. Below 1 some entry is wrong. Infinite when every
+        judged entry agrees exactly.
+        """
+        worst = max((p.error_ratio for p in self.params), default=0.0)
+        return float("inf") if worst == 0 else 1.0 / worst
+
     def __getitem__(self, name: str) -> ParamReport:
         """Return the report of the parameter called `name`."""
         for report in self.params:
@@ -270,6 +344,10 @@ class CheckResult:
             "step": self.step,
             "rtol": self.rtol,
             "atol": self.atol,
+            "margin": _json_float(self.margin),
+            "seed": self.seed,
+            "noise_level": None if self.noise_level is None else _json_float(self.noise_level),
+            "notes": list(self.notes),
             "n_entries": self.n_entries,
             "n_checked": self.n_checked,
             "n_evals": self.n_evals,

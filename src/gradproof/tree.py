@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from gradproof._typing import FloatArray, Params
 from gradproof.errors import InputError
@@ -178,16 +179,17 @@ class ParamTree:
         return cls(node, tuple(leaves)), vector
 
     # -- rebuilding ------------------------------------------------------------------------
-    def unflatten(self, vector: FloatArray) -> Params:
+    def unflatten(self, vector: npt.NDArray[Any]) -> Params:
         """Rebuild a container of this structure from a flat vector.
 
         Float64 array leaves are views into `vector` (no copy); leaves of other
         dtypes are cast copies, and scalar leaves come back as Python floats or
-        numpy scalars, as they went in.
+        numpy scalars, as they went in. A complex `vector` (for the complex
+        step) gives complex128 arrays and Python complex scalars.
 
         Parameters
         ----------
-        vector : ndarray of shape (self.size,), float64
+        vector : ndarray of shape (self.size,), float64 or complex128
             The flat entries.
 
         Returns
@@ -195,8 +197,25 @@ class ParamTree:
         params
             A new container with the structure of the flattened one.
         """
-        built = [_build_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
+        if np.iscomplexobj(vector):
+            built = [_build_complex_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
+        else:
+            built = [_build_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
         return _rebuild(self._node, built)
+
+    def with_dtype(self, dtype: np.dtype[Any] | type[Any]) -> ParamTree:
+        """Return the same tree with every leaf rebuilt in `dtype` (e.g. float32 as float64)."""
+        leaves = tuple(
+            Leaf(
+                name=leaf.name,
+                shape=leaf.shape,
+                dtype=np.dtype(dtype),
+                offset=leaf.offset,
+                kind=leaf.kind,
+            )
+            for leaf in self.leaves
+        )
+        return ParamTree(self._node, leaves)
 
     def flatten_like(self, other: Params, *, what: str = "gradient") -> FloatArray:
         """Flatten a container that must have exactly this tree's structure and shapes.
@@ -285,6 +304,13 @@ def _build_leaf(leaf: Leaf, values: FloatArray) -> Any:
     return values.astype(leaf.dtype).reshape(leaf.shape)
 
 
+def _build_complex_leaf(leaf: Leaf, values: npt.NDArray[Any]) -> Any:
+    """Rebuild a leaf for the complex step: complex128 arrays, Python complex scalars."""
+    if leaf.kind != "array":
+        return complex(values[0])
+    return values.reshape(leaf.shape)
+
+
 def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
     try:
         array = np.asarray(value)
@@ -299,12 +325,20 @@ def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
             f"shape {leaf.shape}. Return a float array."
         )
     if array.shape != leaf.shape:
-        hint = (
-            f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
-            "(or keep the summed axis with `keepdims=True`)."
-            if array.size == leaf.size
-            else " Check which axes the backward sums over."
-        )
+        if array.ndim == 2 and array.shape == leaf.shape[::-1]:
+            # A reshape would scramble a transposed gradient: qualify it, and name the transpose.
+            hint = (
+                f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
+                "only if its entries are already in order. It looks transposed: return its "
+                "`.T`, or check the order of the product in its backward."
+            )
+        elif array.size == leaf.size:
+            hint = (
+                f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
+                "(or keep the summed axis with `keepdims=True`)."
+            )
+        else:
+            hint = " Check which axes the backward sums over."
         raise InputError(
             f"The {what} for `{leaf.name}` has shape {array.shape}; expected {leaf.shape}, the "
             f"shape of `{leaf.name}`.{hint}"

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from gradproof.results import CheckResult, EntryReport, ParamReport, Verdict
 
 __all__ = ["render_result", "render_table"]
 
 ENTRIES_SHOWN = 3
 """Wrong entries listed per parameter unless ``verbose``."""
+
+_REASON_TEXT = {
+    "kink": "kink: the analytic value is a valid subgradient",
+    "no_safe_step": "no safe step: a kink or noise closer than any usable step",
+    "non_finite": "the loss is not finite at a neighbouring point",
+}
 
 _VERDICT_LABEL = {Verdict.PASS: "ok", Verdict.FAIL: "WRONG", Verdict.INCONCLUSIVE: "inconclusive"}
 
@@ -142,21 +150,43 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
             parts.append(f"    ... {hidden} more wrong entr{'y' if hidden == 1 else 'ies'}")
 
     inconclusive = [p for p in result.params if p.n_inconclusive]
+    if inconclusive:
+        parts += ["", "Inconclusive entries (not counted as wrong)"]
     for report in inconclusive:
-        parts.append(
-            f"  {report.name}: {report.n_inconclusive} entries inconclusive: the loss was not "
-            "finite at a perturbed point (a domain edge, such as log near 0, next to the point)"
+        parts.append(f"  {report.name}: {report.n_inconclusive} of {report.n_checked} entries")
+        shown_entries = (
+            report.inconclusive_entries if verbose else report.inconclusive_entries[:ENTRIES_SHOWN]
         )
+        rows = [
+            [e.name, _num(e.analytic, 6), _num(e.left, 6), _num(e.right, 6), _REASON_TEXT[e.reason]]
+            for e in shown_entries
+        ]
+        headers = ["entry", "analytic", "left", "right", "why"]
+        parts.append(render_table(headers, rows, indent="    "))
+        hidden = report.n_inconclusive - len(shown_entries)
+        if hidden:
+            parts.append(f"    ... {hidden} more inconclusive entr{'y' if hidden == 1 else 'ies'}")
+
+    if result.notes:
+        parts += ["", "Notes"]
+        parts += [f"  - {note}" for note in result.notes]
 
     tolerance = f"rtol {result.rtol:.3g}" + (f", atol {result.atol:.3g}" if result.atol else "")
     refined = (
-        f" ({result.n_refined} entries re-measured at half the step)" if result.n_refined else ""
+        f" ({result.n_refined} entries re-measured at smaller steps)" if result.n_refined else ""
+    )
+    seed = f", seed {result.seed}" if result.seed is not None else ""
+    margin = (
+        f"; margin {result.margin:.3g}× (the worst entry uses {100 / result.margin:.2g}% of its "
+        "tolerance)"
+        if result.passed and np.isfinite(result.margin)
+        else ""
     )
     parts += [
         "",
         f"Relative difference, all entries (the assignment's formula): "
         f"{_num(result.relative_difference, 6)}",
-        f"{result.method.capitalize()} differences, step {result.step}, {tolerance}.",
+        f"{result.method.capitalize()} differences, step {result.step}, {tolerance}{seed}{margin}.",
         f"{result.n_checked} of {result.n_entries} entries checked with {result.n_evals} loss "
         f"evaluations{refined} in {result.seconds:.2f} s.",
     ]

@@ -1,0 +1,246 @@
+"""Re-measure doubtful entries at shrinking steps, to tell a smooth loss from a kink.
+
+Note [Kink test]
+    With the loss's value ``f0`` at the point and its values at ``x +- h``, the
+    one-sided derivatives ``D+ = (f(x+h) - f0) / h`` and ``D- = (f0 - f(x-h)) / h``
+    differ by the gap ``G(h) = D+ - D- = h f''(x) + O(h**3)``. On a smooth loss
+    the gap shrinks in proportion to the step: a step four times smaller gives
+    a gap four times smaller. Two such shrinks in a row are required, since
+    noise in the loss can mimic one by chance. Where the loss has a kink within the step (ReLU
+    at 0, ``|x|`` at 0, a max with a tie), the gap is the jump of the
+    derivative and stays the same however small the step. So the step is
+    divided by 4 until two consecutive gaps shrink like a smooth function's;
+    the central differences at those two steps are then free of the kink and
+    are Richardson-extrapolated. A kink that sits at the point itself keeps
+    its gap at every step: no step avoids it, and the entry is reported with
+    its left and right derivatives ``D-`` and ``D+``.
+
+    The step is not divided beyond the point where the round-off error of
+    the central difference (which grows like ``noise / h``) would exceed the
+    entry's tolerance. A kink closer to the point than that step cannot be
+    stepped around ("no safe step"); the entry is then judged by whether the
+    analytic value lies between the one-sided derivatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gradproof._typing import BoolArray, FlatFunction, FloatArray
+from gradproof.finite_diff import richardson, sample
+from gradproof.steps import offset_points
+
+__all__ = ["KINK", "SMOOTH", "UNRESOLVED", "Resolution", "resolve_entries"]
+
+SMOOTH, KINK, UNRESOLVED = 0, 1, 2
+"""How an entry was resolved: a smooth estimate, a kink at the point, or neither."""
+
+SHRINK = 4.0
+"""Each level divides the step by this factor (Note [Kink test])."""
+
+SMOOTH_SHRINKS = 2
+"""Consecutive step reductions whose gap must shrink like a smooth function's (Note [Kink test])."""
+
+MAX_LEVELS = 8
+"""At most this many levels: the step goes down to ``h / 4**8``, about ``h / 65,000``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What re-measuring the doubtful entries found. Arrays cover every coordinate.
+
+    Attributes
+    ----------
+    status : ndarray of int8, shape (n,)
+        ``SMOOTH``, ``KINK`` or ``UNRESOLVED`` for the resolved coordinates;
+        -1 for coordinates that were not re-measured (or interrupted).
+    numeric : ndarray of shape (n,)
+        For ``SMOOTH`` entries, the Richardson estimate; NaN elsewhere.
+    error_bar : ndarray of shape (n,)
+        For ``SMOOTH`` entries, its truncation plus round-off error bar.
+    left, right : ndarray of shape (n,)
+        For ``KINK`` and ``UNRESOLVED`` entries, the one-sided derivatives
+        at the smallest step taken.
+    step : ndarray of shape (n,)
+        The smallest step taken.
+    n_evals : int
+        Evaluations spent.
+    interrupted : bool
+        Whether Ctrl-C cut the re-measurement short.
+    """
+
+    status: npt.NDArray[np.int8]
+    numeric: FloatArray
+    error_bar: FloatArray
+    left: FloatArray
+    right: FloatArray
+    step: FloatArray
+    n_evals: int
+    interrupted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """Central difference, gap and round-off at one step, for every coordinate."""
+
+    central: FloatArray
+    gap: FloatArray
+    left: FloatArray
+    right: FloatArray
+    roundoff: FloatArray
+    width: FloatArray
+
+
+def _level(
+    x: FloatArray,
+    f0: float,
+    plus: FloatArray,
+    minus: FloatArray,
+    f_plus: FloatArray,
+    f_minus: FloatArray,
+    noise: FloatArray,
+) -> _Level:
+    h_plus, h_minus = plus - x, x - minus
+    with np.errstate(invalid="ignore", divide="ignore"):
+        right = (f_plus - f0) / h_plus
+        left = (f0 - f_minus) / h_minus
+        central = (f_plus - f_minus) / (plus - minus)
+    return _Level(
+        central=central,
+        gap=right - left,
+        left=left,
+        right=right,
+        roundoff=2 * noise / (plus - minus),
+        width=plus - minus,
+    )
+
+
+def _gap_noise(level: _Level, noise: FloatArray) -> FloatArray:
+    """Return the gap's own round-off: each one-sided difference carries ``2 noise / h``."""
+    return 8 * noise / level.width
+
+
+def resolve_entries(
+    fun: FlatFunction,
+    x: FloatArray,
+    f0: float,
+    indices: npt.NDArray[np.intp],
+    *,
+    plus: FloatArray,
+    minus: FloatArray,
+    f_plus: FloatArray,
+    f_minus: FloatArray,
+    dtypes: list[tuple[slice, np.dtype[Any]]],
+    noise: FloatArray,
+    resolution: FloatArray,
+) -> Resolution:
+    """Re-measure the given entries at shrinking steps until each is smooth or a kink.
+
+    Parameters
+    ----------
+    fun : callable ``fun(x) -> float``
+        The loss as a function of the flat vector.
+    x : ndarray of shape (n,)
+        The point.
+    f0 : float
+        The loss at `x`.
+    indices : ndarray of int
+        The doubtful coordinates.
+    plus, minus, f_plus, f_minus : ndarray of shape (n,)
+        The first central difference's points and values (level 0).
+    dtypes : list of (slice, dtype)
+        Each span's dtype, to round the new points in.
+    noise : ndarray of shape (n,)
+        The absolute noise level of a loss value, per coordinate.
+    resolution : ndarray of shape (n,)
+        The smallest derivative error that matters for each entry (its
+        tolerance): the step is not shrunk so far that round-off exceeds it.
+
+    Returns
+    -------
+    Resolution
+        The status, estimate and one-sided derivatives of each entry.
+    """
+    n = x.size
+    status = np.full(n, -1, dtype=np.int8)
+    numeric = np.full(n, np.nan)
+    error_bar = np.full(n, np.nan)
+    step = (plus - minus) / 2
+    level = _level(x, f0, plus, minus, f_plus, f_minus, noise)
+    h = step.copy()
+    active = np.asarray(indices, dtype=np.intp)
+    n_evals = 0
+    interrupted = False
+    shrinks = np.zeros(n, dtype=np.int8)  # consecutive smooth-looking shrinks of each gap
+    for _ in range(MAX_LEVELS):
+        h = h / SHRINK
+        # Shrink only while round-off at the new step stays below what matters for the entry.
+        room = noise[active] / h[active] <= resolution[active]
+        if interrupted or not np.any(room):
+            break
+        shrinking = active[room]
+        new_minus, new_plus = offset_points(x, dtypes, h, (-1.0, 1.0))
+        moved = (new_plus[shrinking] != x[shrinking]) & (new_minus[shrinking] != x[shrinking])
+        shrinking = shrinking[moved]
+        samples = sample(fun, x, (new_plus, new_minus), indices=shrinking)
+        n_evals += samples.n_evals
+        interrupted = samples.interrupted
+        shrinking = shrinking[samples.measured[shrinking]]
+        current = _level(x, f0, new_plus, new_minus, samples.values[0], samples.values[1], noise)
+        looks_smooth = _shrinks_like_smooth(level, current, noise, shrinking)
+        shrinks[shrinking] = np.where(looks_smooth, shrinks[shrinking] + 1, 0)
+        smooth = shrinks[shrinking] >= SMOOTH_SHRINKS
+        done = shrinking[smooth]
+        estimate, truncation = richardson(level.central[done], current.central[done], ratio=SHRINK)
+        status[done] = SMOOTH
+        numeric[done] = estimate
+        error_bar[done] = truncation + current.roundoff[done]
+        step[shrinking] = h[shrinking]
+        level = _merge(level, current, shrinking[~smooth])
+        active = active[status[active] != SMOOTH]
+    # What is left never shrank like a smooth function: a kink where its gap stands out of
+    # the noise, otherwise undecided (Note [Kink test]).
+    if not interrupted:
+        kink = np.abs(level.gap[active]) > _gap_noise(level, noise)[active]
+        status[active] = np.where(kink, KINK, UNRESOLVED)
+    left = np.where(status >= KINK, level.left, np.nan)
+    right = np.where(status >= KINK, level.right, np.nan)
+    return Resolution(
+        status=status,
+        numeric=numeric,
+        error_bar=error_bar,
+        left=left,
+        right=right,
+        step=step,
+        n_evals=n_evals,
+        interrupted=interrupted,
+    )
+
+
+def _shrinks_like_smooth(
+    previous: _Level, current: _Level, noise: FloatArray, active: npt.NDArray[np.intp]
+) -> BoolArray:
+    """Whether the gap went from ``G`` to ``G / 4`` (within half of that, plus noise)."""
+    expected = previous.gap[active] / SHRINK
+    slack = (
+        0.5 * np.abs(expected)
+        + _gap_noise(current, noise)[active]
+        + _gap_noise(previous, noise)[active] / SHRINK
+    )
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(current.gap[active] - expected) <= slack
+    return np.asarray(ok & np.isfinite(current.central[active]), dtype=bool)
+
+
+def _merge(previous: _Level, current: _Level, active: npt.NDArray[np.intp]) -> _Level:
+    """Keep the newest level's numbers for the entries still being resolved."""
+    merged = {}
+    for field in ("central", "gap", "left", "right", "roundoff", "width"):
+        values = getattr(previous, field).copy()
+        values[active] = getattr(current, field)[active]
+        merged[field] = values
+    return _Level(**merged)
