@@ -18,8 +18,8 @@ ENTRIES_SHOWN = 3
 """Wrong entries listed per parameter unless ``verbose``."""
 
 _REASON_TEXT = {
-    "kink": "kink: the analytic value is a valid subgradient",
-    "no_safe_step": "no safe step: a kink or noise closer than any usable step",
+    "kink": "kink: no step avoids it; the analytic value is a valid subgradient",
+    "no_safe_step": "no safe step: noise or a kink closer than any usable step",
     "non_finite": "the loss is not finite at a neighbouring point",
 }
 
