@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradproof.tolerances import ROUNDOFF_FACTOR, default_rtol, entry_tolerance, roundoff_error
+from gradproof.tolerances import ROUNDOFF_FACTOR, default_rtol, entry_tolerance, loss_value_noise
 
 EPS64 = 2.0**-52
 EPS32 = 2.0**-23
@@ -51,34 +51,20 @@ def test_roundoff_factor_is_32():
     assert ROUNDOFF_FACTOR == 32.0
 
 
-def test_roundoff_error_formula():
-    # ROUNDOFF_FACTOR * eps * (|f+| + |f-|) / width, on powers of two: every step is exact.
-    f_plus = np.array([1.0, -2.0, 0.5, 0.0])
-    f_minus = np.array([3.0, 2.0, -0.25, 0.0])
-    width = np.array([2.0**-10, 0.5, 2.0**-4, 1.0])
-    eps = np.array([EPS64, EPS64, EPS32, EPS64])
-    bound = roundoff_error(f_plus, f_minus, width, eps)
-    expected = [
-        32 * EPS64 * 4.0 * 2**10,  # 2**-35
-        32 * EPS64 * 4.0 * 2,  # 2**-44
-        32 * EPS32 * 0.75 * 2**4,  # 3 * 2**-16
-        0.0,
-    ]
-    np.testing.assert_array_equal(bound, expected, strict=True)
-    assert bound.dtype == np.float64
+def test_loss_value_noise_is_rounding_or_measured_noise_whichever_is_larger():
+    # ROUNDOFF_FACTOR * eps * |f0| on powers of two is exact: 32 * 2**-52 * 4 = 2**-45.
+    eps = np.array([EPS64, EPS64, EPS32])
+    noise = loss_value_noise(-4.0, eps)
+    np.testing.assert_array_equal(noise, [2.0**-45, 2.0**-45, 32 * EPS32 * 4], strict=True)
+    assert noise.dtype == np.float64
+    # A measured level above rounding replaces it; one below leaves rounding in place.
+    np.testing.assert_array_equal(loss_value_noise(-4.0, eps, 1e-9), [1e-9, 1e-9, 32 * EPS32 * 4])
+    np.testing.assert_array_equal(loss_value_noise(-4.0, EPS64, 1e-20), 2.0**-45)
 
 
-def test_roundoff_error_on_hand_computed_numbers():
-    bound = roundoff_error(
-        np.array([8.0]), np.array([-7.9]), np.array([1.2e-5]), 2.220446049250313e-16
-    )
-    # 32 * 2.220446e-16 * 15.9 / 1.2e-5 = 9.41469e-9; a few roundings, each <= eps relative.
-    np.testing.assert_allclose(bound, [9.414691248821327e-9], rtol=4 * EPS64)
-
-
-def test_roundoff_error_of_a_non_finite_loss_is_not_finite():
-    bound = roundoff_error(np.array([np.nan, np.inf]), np.array([1.0, 1.0]), np.ones(2), EPS64)
-    assert np.isnan(bound[0]) and bound[1] == np.inf
+def test_loss_value_noise_of_a_zero_loss_is_the_measured_level():
+    np.testing.assert_array_equal(loss_value_noise(0.0, np.full(2, EPS64)), [0.0, 0.0])
+    np.testing.assert_array_equal(loss_value_noise(0.0, np.full(2, EPS64), 3e-12), [3e-12] * 2)
 
 
 def test_entry_tolerance_formula():

@@ -41,7 +41,7 @@ from gradproof.noise import NoiseEstimate, measure_noise, precision_notes
 from gradproof.randomness import check_repeatable
 from gradproof.results import CheckResult, EntryReport, InconclusiveEntry, ParamReport, Verdict
 from gradproof.steps import default_relative_step, machine_epsilon, offset_points, step_sizes
-from gradproof.tolerances import ROUNDOFF_FACTOR, default_rtol, entry_tolerance
+from gradproof.tolerances import default_rtol, entry_tolerance, loss_value_noise
 from gradproof.tree import Leaf, ParamTree, format_index
 
 __all__ = ["MAX_LISTED_ENTRIES", "METHODS", "NondeterministicLossError", "check"]
@@ -256,8 +256,10 @@ def check(
 
     estimate = _measure_noise(evaluator, x0, sampling) if noise and method != "complex" else None
     if estimate is not None:
-        notes.extend(precision_notes(f0, estimate, max((d for _, d in sampling), key=_eps_of)))
-    value_noise = np.maximum(ROUNDOFF_FACTOR * machine_eps * abs(f0), _measured_level(estimate))
+        notes.extend(
+            precision_notes(f0, estimate, max((d for _, d in sampling), key=machine_epsilon))
+        )
+    value_noise = loss_value_noise(f0, machine_eps, _measured_level(estimate))
 
     stencil_order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
     if eps is None and rel_step is None:
@@ -388,7 +390,7 @@ def _measure_noise(
     """Measure the loss's noise along one fixed random direction (Note [Verdict pipeline])."""
     rng = np.random.default_rng(0)
     direction = rng.choice([-1.0, 1.0], size=x0.size) * np.maximum(1.0, np.abs(x0))
-    working = max((dtype for _, dtype in sampling), key=_eps_of)
+    working = max((dtype for _, dtype in sampling), key=machine_epsilon)
     h = default_relative_step(working)  # the step the differences use (Note [Noise across steps])
 
     def along(t: float) -> float:
@@ -405,10 +407,6 @@ def _measured_level(estimate: NoiseEstimate | None) -> float:
     if estimate is None or estimate.status != "ok":
         return 0.0
     return NOISE_BOUND * estimate.level
-
-
-def _eps_of(dtype: np.dtype[Any]) -> float:
-    return machine_epsilon(dtype)
 
 
 def _per_coordinate(dtypes: list[tuple[slice, np.dtype[Any]]], size: int, rule: Any) -> FloatArray:

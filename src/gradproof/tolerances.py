@@ -6,11 +6,13 @@ Note [Entry tolerance]
     uncertainty, so the test is not a fixed constant that cries wolf on large
     losses or misses bugs in small gradients:
 
-    - round-off: each loss value carries a rounding error of about
-      ``ROUNDOFF_FACTOR * eps * |f|``; the difference of two of them divided by
-      the step width gives ``ROUNDOFF_FACTOR * eps * (|f+| + |f-|) / width``;
-    - truncation: measured, for entries that fail the first test, from a second
-      difference at half the step (:func:`gradproof.finite_diff.richardson`).
+    - noise: each loss value is trusted to within :func:`loss_value_noise`,
+      the larger of its rounding (``ROUNDOFF_FACTOR * eps * |f|``) and the
+      noise measured in it (:mod:`gradproof.noise`); a rule with weights ``w``
+      and step ``h`` then carries ``sum(|w|) * noise / h``;
+    - truncation: for entries re-measured at smaller steps, the change between
+      the two finest central differences (:mod:`gradproof.kinks`,
+      :func:`gradproof.finite_diff.richardson`).
 
     ``rtol`` covers the truncation error of entries that pass at once (about
     ``h**2 |f'''| / 6``, i.e. 1e-11 relative for a float64 step of 6e-6 on a
@@ -30,7 +32,7 @@ __all__ = [
     "ROUNDOFF_FACTOR",
     "default_rtol",
     "entry_tolerance",
-    "roundoff_error",
+    "loss_value_noise",
 ]
 
 ROUNDOFF_FACTOR = 32.0
@@ -72,28 +74,32 @@ def default_rtol(dtype: np.dtype[Any] | type[Any]) -> float:
     return _DEFAULT_RTOL.get(dt.itemsize, 1e-5 if dt.itemsize > 8 else 1e-2)
 
 
-def roundoff_error(
-    f_plus: FloatArray, f_minus: FloatArray, width: FloatArray, eps: FloatArray | float
-) -> FloatArray:
-    """Bound the round-off error of central differences (Note [Entry tolerance]).
+def loss_value_noise(f0: float, eps: FloatArray | float, measured: float = 0.0) -> FloatArray:
+    """Return how far each loss value may be off: its rounding or its measured noise.
 
     Parameters
     ----------
-    f_plus, f_minus : ndarray of shape (n,)
-        Loss values at the two points of each difference.
-    width : ndarray of shape (n,)
-        Distance between the two points.
+    f0 : float
+        The loss at the point (its neighbours are of the same size).
     eps : float or ndarray of shape (n,)
-        Machine epsilon of the precision each loss value was computed in.
+        Machine epsilon of the precision each coordinate's loss values are computed in.
+    measured : float, optional
+        A bound on the loss's measured noise (e.g. four standard deviations); 0 if none.
 
     Returns
     -------
-    ndarray of shape (n,)
-        ``ROUNDOFF_FACTOR * eps * (|f_plus| + |f_minus|) / width``.
+    ndarray
+        ``max(ROUNDOFF_FACTOR * eps * |f0|, measured)``, in the shape of `eps`
+        (Note [Entry tolerance]).
+
+    Examples
+    --------
+    >>> float(loss_value_noise(2.0, 2.0**-52)), float(loss_value_noise(2.0, 2.0**-52, 1e-9))
+    (1.4210854715202004e-14, 1e-09)
     """
-    scale = np.abs(f_plus) + np.abs(f_minus)
-    bound: FloatArray = ROUNDOFF_FACTOR * np.asarray(eps, dtype=np.float64) * scale / width
-    return bound
+    rounding = ROUNDOFF_FACTOR * np.asarray(eps, dtype=np.float64) * abs(f0)
+    noise: FloatArray = np.maximum(rounding, measured)
+    return noise
 
 
 def entry_tolerance(
