@@ -8,43 +8,82 @@ Note [Verdict pipeline]
     3. Measure the loss's own noise along one direction (:mod:`gradproof.noise`).
        The noise sets the error bar of every difference and, when it is
        above rounding, the step.
-    4. One finite difference per entry, with steps scaled to each coordinate.
-       An entry passes when ``|a - n| <= atol + rtol * max(|a|, |n|) + e``,
+    4. One finite difference per coordinate, with steps scaled to each
+       coordinate. A coordinate passes when ``|a - n| <= atol + rtol * max(|a|, |n|) + e``,
        where ``e`` is the difference's error bar (round-off or noise).
-    5. Entries that do not pass are re-measured at shrinking steps
+    5. Coordinates that do not pass are re-measured at shrinking steps
        (:mod:`gradproof.kinks`): a smooth loss gives a Richardson estimate with
        a truncation error bar and is judged again; a kink gives left and right
        derivatives. At a kink, an analytic value between them is a valid
        subgradient (inconclusive, never wrong); one outside them is wrong.
-    Extra evaluations are spent only on entries that need them.
+    Extra evaluations are spent only on coordinates that need them. Steps 4
+    and 5 live in :mod:`gradproof.sweep`; the coordinates are the parameter
+    entries (``mode="full"`` or ``"sampled"``) or directional probes
+    (``mode="directional"``, :mod:`gradproof.directional`).
+
+Note [Choosing a strategy]
+    ``mode="auto"`` sweeps every entry when that fits the evaluation budget
+    (``max_evals``, or ``time_budget`` divided by the measured time of one
+    evaluation), or, without a budget, when the model has at most
+    :data:`AUTO_FULL_ENTRIES` entries. Otherwise it probes every tensor along
+    random directions and localises the wrong entries of failing tensors,
+    which costs two evaluations per tensor and about ``2 log2 n`` per wrong
+    entry instead of ``2 n``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import time
-import warnings
-from dataclasses import dataclass
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
 from gradproof.compare import relative_difference
-from gradproof.diagnose import diagnose_parameter, diagnose_swaps
+from gradproof.context import Context
+from gradproof.diagnose import Diagnosis, diagnose_parameter, diagnose_probes, diagnose_swaps
+from gradproof.directional import DirectionalOutcome, check_directional
 from gradproof.errors import InputError, UserCodeError
 from gradproof.evaluation import LossEvaluator, analytic_gradient
-from gradproof.finite_diff import STENCILS, richardson, sample, stencil_derivative
-from gradproof.kinks import KINK, SMOOTH, UNRESOLVED, resolve_entries
+from gradproof.execution import Engine, make_engine
 from gradproof.noise import NoiseEstimate, measure_noise, precision_notes
+from gradproof.progress import Progress
 from gradproof.randomness import check_repeatable
-from gradproof.results import CheckResult, EntryReport, InconclusiveEntry, ParamReport, Verdict
+from gradproof.results import (
+    CheckResult,
+    EntryReport,
+    InconclusiveEntry,
+    ParamReport,
+    ProbeReport,
+    Verdict,
+)
+from gradproof.sampled import DEFAULT_SAMPLES, sample_indices
 from gradproof.steps import default_relative_step, machine_epsilon, offset_points, step_sizes
-from gradproof.tolerances import default_rtol, entry_tolerance, loss_value_noise
+from gradproof.sweep import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    REASON_NON_FINITE,
+    REASONS,
+    UNCHECKED,
+    Entries,
+    unchecked_entries,
+)
+from gradproof.tolerances import default_rtol, loss_value_noise
 from gradproof.tree import Leaf, ParamTree, format_index
 
-__all__ = ["MAX_LISTED_ENTRIES", "METHODS", "NondeterministicLossError", "check"]
+__all__ = [
+    "AUTO_FULL_ENTRIES",
+    "MAX_LISTED_ENTRIES",
+    "METHODS",
+    "MODES",
+    "NondeterministicLossError",
+    "check",
+]
 
 MAX_LISTED_ENTRIES = 20
 """How many wrong (or inconclusive) entries each parameter report lists, worst first."""
@@ -52,66 +91,26 @@ MAX_LISTED_ENTRIES = 20
 METHODS = ("central", "forward", "backward", "central4", "richardson", "complex")
 """The finite-difference methods :func:`check` accepts."""
 
+MODES = ("auto", "full", "directional", "sampled")
+"""The strategies :func:`check` accepts (Note [Choosing a strategy])."""
+
+AUTO_FULL_ENTRIES = 10_000
+"""Without a budget, ``mode="auto"`` sweeps every entry of models up to this size."""
+
 NOISE_POINTS = 8
 """ECnoise's ``m`` at each of the five steps of the noise ladder (see ``measure_noise``)."""
 
 NOISE_BOUND = 4.0
 """A loss value is trusted to within this many measured noise standard deviations."""
 
-KINK_GAP = 1e-3
-"""One-sided derivatives that differ by more than this fraction of their tensor's gradient scale
-at the first step make an entry a kink suspect, re-measured even if it passed (see
-:func:`_kink_suspects`). A smooth loss's gap is ``h |f''|``, some 1e-5 of the scale."""
+SET_UP_EVALS = 3 + 5 * NOISE_POINTS
+"""Evaluations before the first difference: the point three times and the noise ladder."""
 
-COMPLEX_STEP = 1e-20
-"""Relative step of the complex-step method: far below any round-off (Martins et al. 2003)."""
-
-# Per-entry verdict codes, kept in one int8 array while judging.
-_PASS, _FAIL, _INCONCLUSIVE, _UNCHECKED = 0, 1, 2, 3
-# Why an entry is inconclusive.
-_REASON_NONE, _REASON_NON_FINITE, _REASON_KINK, _REASON_NO_SAFE_STEP = 0, 1, 2, 3
-_REASONS = {
-    _REASON_NON_FINITE: "non_finite",
-    _REASON_KINK: "kink",
-    _REASON_NO_SAFE_STEP: "no_safe_step",
-}
+_EVALS_PER_ENTRY = {"forward": 1, "backward": 1, "central4": 4, "richardson": 4, "complex": 3}
 
 
 class NondeterministicLossError(InputError):
     """The loss returned different values at the same parameters."""
-
-
-@dataclass
-class _Entries:
-    """Everything known about every entry while it is judged (internal, mutable)."""
-
-    analytic: FloatArray
-    numeric: FloatArray
-    error_bar: FloatArray
-    measured: npt.NDArray[np.bool_]
-    rtol: FloatArray
-    atol: float
-    left: FloatArray
-    right: FloatArray
-    reason: npt.NDArray[np.int8]
-    codes: npt.NDArray[np.int8]
-
-    def tolerance(self) -> FloatArray:
-        return entry_tolerance(
-            self.analytic, self.numeric, self.error_bar, rtol=self.rtol, atol=self.atol
-        )
-
-    def judge(self) -> None:
-        """Give every entry its verdict code from the numbers (kinks keep theirs)."""
-        with np.errstate(invalid="ignore"):
-            within = np.abs(self.analytic - self.numeric) <= self.tolerance()
-        codes = np.where(within, _PASS, _FAIL).astype(np.int8)
-        # A loss that is not finite next to the point gives no estimate to compare with.
-        non_finite = ~np.isfinite(self.numeric) & (self.reason == _REASON_NONE)
-        self.reason[non_finite] = _REASON_NON_FINITE
-        codes[self.reason == _REASON_NON_FINITE] = _INCONCLUSIVE
-        codes[~self.measured] = _UNCHECKED
-        self.codes = codes
 
 
 def check(
@@ -119,6 +118,7 @@ def check(
     grad: GradFunction | Params,
     params: Params,
     *,
+    mode: str = "auto",
     method: str = "central",
     eps: float | None = None,
     rel_step: float | None = None,
@@ -127,6 +127,14 @@ def check(
     seed: int | None = None,
     precision: str = "auto",
     noise: bool = True,
+    max_evals: int | None = None,
+    time_budget: float | None = None,
+    n_probes: int = 1,
+    n_samples: int | None = None,
+    executor: Executor | Engine | int | None = None,
+    loss_batch: LossFunction | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
 ) -> CheckResult:
     """Check a gradient against finite differences, parameter by parameter.
 
@@ -142,14 +150,24 @@ def check(
         list lengths and array shapes.
     params : ndarray, float, or nested dict/list/tuple of them
         The point to check at. Floating point only; never modified.
+    mode : {"auto", "full", "directional", "sampled"}
+        The strategy (Note [Choosing a strategy]). ``"full"`` measures every
+        entry. ``"directional"`` measures the gradient of every tensor along
+        `n_probes` random signed directions (two evaluations each) and, when
+        one fails, halves its entries until the wrong ones are found (about
+        ``2 log2 n`` evaluations per wrong entry). ``"sampled"`` measures
+        `n_samples` random entries and reports the chance that a bug was
+        missed. ``"auto"`` (default) is ``"full"`` when it fits the budget,
+        else ``"directional"``.
     method : {"central", "forward", "backward", "central4", "richardson", "complex"}
         The finite differences: ``"central"`` (default, 2 evaluations per
         entry), one-sided ``"forward"`` and ``"backward"`` (1), the five-point
         ``"central4"`` (4, fourth order), ``"richardson"`` (central at two steps,
         extrapolated, 4), or the complex step ``"complex"`` (1 complex
         evaluation per entry, for losses written for complex inputs; always
-        cross-checked against central differences, 2 more). Whatever the
-        method, entries that do not pass are re-measured (Note [Verdict pipeline]).
+        cross-checked against central differences, 2 more; directional probes
+        use central differences). Whatever the method, entries that do not
+        pass are re-measured (Note [Verdict pipeline]).
     eps : float, optional
         An absolute step for every coordinate (the assignment's epsilon).
     rel_step : float, optional
@@ -168,15 +186,44 @@ def check(
         Re-seed Python's, numpy's and (when imported) torch's random
         generators with this seed before every evaluation of the loss and of
         the gradient, so that a random loss (dropout, random augmentation)
-        draws the same randomness every time and can be checked.
+        draws the same randomness every time and can be checked. Also seeds
+        the random directions and samples (0 when not given).
     precision : {"auto", "native"}
         ``"auto"`` (default): float16 and float32 parameters are evaluated in
         float64 when the loss accepts it (returns a float64 value close to
         its low-precision one). ``"native"``: always in their own dtype.
     noise : bool
-        Measure the loss's own noise first (9 evaluations, Moré and Wild's
-        ECnoise); default True. Without it, rounding at the working dtype's
-        epsilon is assumed.
+        Measure the loss's own noise first (40 evaluations, Moré and Wild's
+        ECnoise at five steps); default True. Without it, rounding at the
+        working dtype's epsilon is assumed.
+    max_evals : int, optional
+        An evaluation budget: ``mode="auto"`` sweeps every entry only if that
+        fits, localisation stops before exceeding it, and ``"sampled"``
+        measures as many entries as fit.
+    time_budget : float, optional
+        A budget in seconds, turned into evaluations with the measured time
+        of one evaluation (and the number of workers); combined with
+        `max_evals`, the smaller wins.
+    n_probes : int, optional
+        Random directions per tensor in ``"directional"`` mode; 1 by default.
+    n_samples : int, optional
+        Entries measured in ``"sampled"`` mode (at least 8 per tensor); by
+        default as many as `max_evals` allows, else 1000.
+    executor : None, int, concurrent.futures.Executor or Engine, optional
+        What runs the finite differences: None (default) in this process; an
+        integer ``n`` for a pool of ``n`` worker processes (the loss must be
+        picklable, or cloudpickle installed); any ``Executor``, e.g. Dask's
+        ``client.get_executor()``. Results are identical whichever runs them.
+    loss_batch : callable ``loss_batch(stacked) -> values``, optional
+        The loss for a stack of parameter points: every leaf gets a leading
+        axis of ``B`` points and it returns the ``B`` losses (``jax.vmap`` or
+        ``torch.func.vmap`` of the loss, or a hand-batched numpy loss). Used
+        with `batch_size` to evaluate many perturbations per call.
+    batch_size : int, optional
+        Points per call of `loss_batch`; 64 by default when it is given.
+    progress : bool, optional
+        Show a progress bar with the time left on stderr: by default only when
+        stderr is a terminal.
 
     Returns
     -------
@@ -184,8 +231,9 @@ def check(
         ``result.passed`` is the overall verdict, ``result.suspects`` names the
         parameters whose gradients are wrong, ``result.inconclusive`` those
         with entries that could not be judged (kinks, a loss that is not
-        finite nearby), and ``str(result)`` is a readable report with a
-        diagnosis of each wrong parameter.
+        finite nearby), ``result.mode`` the strategy that ran, and
+        ``str(result)`` is a readable report with a diagnosis of each wrong
+        parameter.
 
     Raises
     ------
@@ -193,11 +241,13 @@ def check(
         Before any finite difference is taken, if the parameters are not
         floating point or not finite, the gradients do not match the
         parameters' structure or shapes, the loss is not a finite scalar, the
-        loss modifies its argument, or an option is invalid.
+        loss modifies its argument, `loss_batch` disagrees with `loss`, or an
+        option is invalid.
     NondeterministicLossError
         If the loss returns different values at the same parameters (pass `seed`).
     UserCodeError
-        If `loss` or `grad` raises; the original exception is its ``__cause__``.
+        If `loss`, `loss_batch` or `grad` raises; the original exception is
+        its ``__cause__``.
 
     See Also
     --------
@@ -205,11 +255,14 @@ def check(
 
     Notes
     -----
-    See Note [Verdict pipeline] in this module's source. A check of ``n``
+    See Note [Verdict pipeline] in this module's source. A full check of ``n``
     entries with central differences costs ``2 n + 43`` loss evaluations
     (the point three times and the noise ladder), plus two per re-measured entry
-    and step. A ``KeyboardInterrupt`` returns what was measured so far, with
-    ``result.interrupted`` set.
+    and step; a directional one ``2 T + 43`` for ``T`` tensors when nothing
+    is wrong. A ``KeyboardInterrupt`` returns what was measured so far, with
+    ``result.interrupted`` set. Memory is O(n): no n-by-n matrix is ever
+    formed, and each worker holds one working copy of the parameters (times
+    `batch_size` when batching).
 
     Examples
     --------
@@ -221,9 +274,16 @@ def check(
     >>> bad = check(lambda p: np.sum(p**2), lambda p: 4 * p, w)
     >>> bad.suspects, bad["params"].diagnosis.summary
     (('params',), 'analytic = 2 × numeric on every entry')
+    >>> big = np.linspace(-1.0, 1.0, 100_000)
+    >>> wrong = 2 * big
+    >>> wrong[12_345] += 1.0
+    >>> found = check(lambda p: np.sum(p**2), wrong, big, mode="directional")
+    >>> [e.name for e in found["params"].failures], found.n_evals < 100
+    (['params[12345]'], True)
     """
     started = time.perf_counter()
     _validate_options(loss, method, precision, rtol, atol, seed)
+    _validate_strategy(mode, max_evals, time_budget, n_probes, n_samples, loss_batch, batch_size)
     tree, x0 = ParamTree.flatten(params)
     evaluator = LossEvaluator(loss, tree, seed)
     f0, loss_dtype = evaluator.at_base_point(x0)
@@ -239,7 +299,9 @@ def check(
             x0, native, step_sizes(x0, native, abs_step=eps, rel_step=rel_step), (-1.0, 1.0),
             describe=describe,
         )  # fmt: skip
+    timer = time.perf_counter()
     _require_repeatable(evaluator, x0, seed)
+    seconds_per_eval = (time.perf_counter() - timer) / 2
     notes: list[str] = []
     sampling = native
     f_center = f0  # the loss at the point, in the precision the differences are taken in
@@ -249,52 +311,71 @@ def check(
             evaluator.tree = tree.with_dtype(np.float64)
             sampling = [(span, np.dtype(np.float64)) for span, _ in native]
             f_center = value64
+    if loss_batch is not None:
+        evaluator.loss_batch = loss_batch
+        _require_batch_agrees(evaluator, x0, f_center)
     machine_eps = _per_coordinate(sampling, x0.size, machine_epsilon)
     rtols = (
         _per_coordinate(native, x0.size, default_rtol) if rtol is None else np.full_like(x0, rtol)
     )
-
-    estimate = _measure_noise(evaluator, x0, sampling) if noise and method != "complex" else None
+    directional_noise = mode == "directional" or (
+        mode == "auto" and x0.size > AUTO_FULL_ENTRIES and max_evals is None
+    )
+    estimate = (
+        _measure_noise(evaluator, x0, sampling, normalise=directional_noise)
+        if noise and method != "complex"
+        else None
+    )
     if estimate is not None:
         notes.extend(
             precision_notes(f0, estimate, max((d for _, d in sampling), key=machine_epsilon))
         )
-    value_noise = loss_value_noise(f0, machine_eps, _measured_level(estimate))
-
     stencil_order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
-    if eps is None and rel_step is None:
-        effective_eps = np.maximum(machine_eps, _measured_level(estimate) / max(abs(f0), 1e-300))
-        step_rule: float | FloatArray | None = effective_eps ** (1.0 / (stencil_order + 1))
-    else:
-        step_rule = rel_step
-    h = step_sizes(x0, sampling, abs_step=eps, rel_step=step_rule, order=stencil_order)
-
-    entries, level0 = _first_estimates(
-        method,
-        evaluator,
-        x0,
-        f_center,
-        h,
-        sampling,
-        value_noise,
-        analytic,
-        rtols,
-        atol,
-        describe,
-        notes,
+    engine = make_engine(
+        executor, batch_size=(batch_size or 64) if loss_batch is not None else None
     )
-    entries.judge()
-    interrupted = not entries.measured.all()
-    doubtful = np.flatnonzero(
-        (entries.codes == _FAIL) | _kink_suspects(tree, entries, level0, x0, f_center, value_noise)
-    )
-    n_resolved = 0
-    if doubtful.size and not interrupted:
-        n_resolved, interrupted = _resolve(
-            entries, doubtful, evaluator, x0, f_center, h, sampling, value_noise, level0
+    budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
+    chosen = _choose_mode(mode, x0.size, method, budget, evaluator.n_calls)
+    # An engine the caller passed in is theirs to close; one made here is closed here.
+    owned = engine if engine is not executor else contextlib.nullcontext()
+    with owned, Progress(0, enabled=progress) as bar:
+        ctx = Context(
+            evaluator=evaluator,
+            tree=tree,
+            x0=x0,
+            f0=f_center,
+            analytic=analytic,
+            sampling=sampling,
+            step_eps=np.maximum(machine_eps, _measured_level(estimate) / max(abs(f0), 1e-300)),
+            spacing=_spacing(x0, sampling),
+            value_noise=loss_value_noise(f0, machine_eps, _measured_level(estimate)),
+            rtol=rtols,
+            atol=atol,
+            method=method,
+            order=stencil_order,
+            abs_step=eps,
+            rel_step=rel_step,
+            probe_seed=0 if seed is None else int(seed),
+            engine=engine,
+            progress=bar,
+            describe=describe,
+            set_up_evals=evaluator.n_calls,
         )
-    reports = _param_reports(tree, entries)
-    judged = (entries.codes == _PASS) | (entries.codes == _FAIL)
+        outcome: DirectionalOutcome | None = None
+        if chosen == "directional":
+            outcome = check_directional(ctx, n_probes=n_probes, localise=True, max_evals=budget)
+            entries = outcome.entries or unchecked_entries(analytic, rtols, atol)
+            entries.interrupted = outcome.interrupted
+            notes.extend(outcome.notes)
+        elif chosen == "sampled":
+            count = n_samples or _samples_in_budget(budget, evaluator.n_calls, method)
+            entries = ctx.judge_entries(sample_indices(tree, count, ctx.probe_seed))
+        else:
+            entries = ctx.judge_entries()
+        notes.extend(entries.notes)
+        n_evals = ctx.n_evals + entries.direct_evals
+    reports = _param_reports(tree, entries, chosen, outcome)
+    judged = (entries.codes == PASS) | (entries.codes == FAIL)
     return CheckResult(
         params=reports,
         relative_difference=relative_difference(entries.analytic[judged], entries.numeric[judged]),
@@ -306,10 +387,14 @@ def check(
         seed=seed,
         noise_level=None if estimate is None else float(estimate.level),
         notes=tuple(notes),
-        n_evals=evaluator.n_calls,
-        n_refined=n_resolved,
+        n_evals=n_evals,
+        n_refined=entries.n_resolved,
         seconds=time.perf_counter() - started,
-        interrupted=interrupted,
+        interrupted=entries.interrupted,
+        mode=chosen,
+        engine=engine.description,
+        n_probes=0 if outcome is None else outcome.n_probes,
+        max_evals=budget,
     )
 
 
@@ -385,11 +470,22 @@ def _float64_value(
 
 
 def _measure_noise(
-    evaluator: LossEvaluator, x0: FloatArray, sampling: list[tuple[slice, np.dtype[Any]]]
+    evaluator: LossEvaluator,
+    x0: FloatArray,
+    sampling: list[tuple[slice, np.dtype[Any]]],
+    *,
+    normalise: bool,
 ) -> NoiseEstimate | None:
-    """Measure the loss's noise along one fixed random direction (Note [Verdict pipeline])."""
+    """Measure the loss's noise along one fixed random direction (Note [Verdict pipeline]).
+
+    With `normalise`, the direction is divided by ``sqrt(n)``, so the ladder
+    moves the point as far as one coordinate's step, like a directional probe
+    (Note [Directional probes] in :mod:`gradproof.probes`).
+    """
     rng = np.random.default_rng(0)
     direction = rng.choice([-1.0, 1.0], size=x0.size) * np.maximum(1.0, np.abs(x0))
+    if normalise and x0.size:
+        direction /= math.sqrt(x0.size)
     working = max((dtype for _, dtype in sampling), key=machine_epsilon)
     h = default_relative_step(working)  # the step the differences use (Note [Noise across steps])
 
@@ -423,230 +519,116 @@ def _working_dtype(param_dtype: np.dtype[Any], loss_dtype: np.dtype[Any]) -> np.
     )
 
 
-# -- first estimates ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _CentralLevel:
-    """The ``x +- h`` samples that the kink test starts from."""
-
-    plus: FloatArray
-    minus: FloatArray
-    f_plus: FloatArray
-    f_minus: FloatArray
-
-
-def _first_estimates(
-    method: str,
-    evaluator: LossEvaluator,
-    x0: FloatArray,
-    f0: float,
-    h: FloatArray,
-    sampling: list[tuple[slice, np.dtype[Any]]],
-    value_noise: FloatArray,
-    analytic: FloatArray,
-    rtols: FloatArray,
-    atol: float,
-    describe: Any,
-    notes: list[str],
-) -> tuple[_Entries, _CentralLevel | None]:
-    """Take every entry's first estimate with the chosen method, and its error bar."""
-    n = x0.size
-    nan = np.full(n, np.nan)
-    level0: _CentralLevel | None = None
-    if method == "complex":
-        numeric, error_bar, measured, level0 = _complex_step(
-            evaluator, x0, sampling, value_noise, rtols, atol, describe, notes
-        )
-    elif method == "richardson":
-        minus, plus = offset_points(x0, sampling, h, (-1.0, 1.0), describe=describe)
-        half_minus, half_plus = offset_points(x0, sampling, h / 2, (-1.0, 1.0), describe=describe)
-        s = sample(evaluator, x0, (plus, minus, half_plus, half_minus))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            coarse = (s.values[0] - s.values[1]) / (plus - minus)
-            fine = (s.values[2] - s.values[3]) / (half_plus - half_minus)
-        numeric, truncation = richardson(coarse, fine)
-        numeric[~np.all(np.isfinite(s.values), axis=0)] = np.nan
-        error_bar = truncation + 2 * value_noise / (half_plus - half_minus)
-        measured = s.measured
-        level0 = _CentralLevel(plus, minus, s.values[0], s.values[1])
-    else:
-        stencil = STENCILS[method]
-        columns = offset_points(x0, sampling, h, stencil.sampled_offsets, describe=describe)
-        s = sample(evaluator, x0, columns)
-        numeric = stencil_derivative(stencil, x0, f0, columns, s.values)
-        weight = sum(abs(w) for w in stencil.weights)
-        error_bar = weight * value_noise / h
-        measured = s.measured
-        if method in ("central", "central4"):
-            by_offset = dict(
-                zip(stencil.sampled_offsets, zip(columns, s.values, strict=True), strict=True)
+def _validate_strategy(
+    mode: str,
+    max_evals: int | None,
+    time_budget: float | None,
+    n_probes: int,
+    n_samples: int | None,
+    loss_batch: object,
+    batch_size: int | None,
+) -> None:
+    if mode not in MODES:
+        choices = ", ".join(repr(m) for m in MODES)
+        raise InputError(f"`mode` must be one of {choices}; got {mode!r}.")
+    for label, count, least in (
+        ("max_evals", max_evals, 1),
+        ("n_samples", n_samples, 1),
+        ("batch_size", batch_size, 1),
+    ):
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < least
+        ):
+            raise InputError(
+                f"`{label}` must be a positive integer; got {count!r}. Leave it unset for "
+                "the default."
             )
-            (plus, f_plus), (minus, f_minus) = by_offset[1.0], by_offset[-1.0]
-            level0 = _CentralLevel(plus, minus, f_plus, f_minus)
-    entries = _Entries(
-        analytic=analytic,
-        numeric=numeric,
-        error_bar=error_bar,
-        measured=measured,
-        rtol=rtols,
-        atol=atol,
-        left=nan.copy(),
-        right=nan.copy(),
-        reason=np.zeros(n, dtype=np.int8),
-        codes=np.zeros(n, dtype=np.int8),
-    )
-    return entries, level0
-
-
-def _complex_step(
-    evaluator: LossEvaluator,
-    x0: FloatArray,
-    sampling: list[tuple[slice, np.dtype[Any]]],
-    value_noise: FloatArray,
-    rtols: FloatArray,
-    atol: float,
-    describe: Any,
-    notes: list[str],
-) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], _CentralLevel]:
-    """Complex-step derivatives, cross-checked entry by entry against central differences."""
-    h = COMPLEX_STEP * np.maximum(1.0, np.abs(x0))
-    work = x0.astype(np.complex128)
-    derivative = np.full(x0.size, np.nan)
-    done = 0
-    try:
-        with warnings.catch_warnings():
-            # A loss that drops the imaginary part (float(), np.real) is reported below, by
-            # comparison with central differences; numpy's warning about it would only repeat that.
-            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
-            for i in range(x0.size):
-                work[i] = x0[i] + 1j * h[i]
-                try:
-                    raw = evaluator.call(work, where="at a complex perturbed point")
-                except UserCodeError as exc:
-                    raise InputError(
-                        "`method='complex'` needs a loss that accepts complex parameters, but "
-                        f"`loss` raised {type(exc.__cause__).__name__} on them ({exc.__cause__}). "
-                        "Use `method='central'` (the default), or write the loss with complex-safe "
-                        "operations."
-                    ) from exc
-                finally:
-                    work[i] = x0[i]
-                derivative[i] = float(np.imag(np.asarray(raw).reshape(()))) / h[i]
-                done = i + 1
-    except KeyboardInterrupt:
-        pass
-    central_h = step_sizes(x0, sampling)
-    minus, plus = offset_points(x0, sampling, central_h, (-1.0, 1.0), describe=describe)
-    s = sample(evaluator, x0, (plus, minus), indices=np.arange(done))
-    with np.errstate(invalid="ignore"):
-        central = (s.values[0] - s.values[1]) / (plus - minus)
-    central_bar = 2 * value_noise / (plus - minus)
-    # Where the two disagree the loss is not complex-analytic (abs, max, comparisons): trust
-    # the central difference there.
-    agree = np.abs(derivative - central) <= central_bar + rtols * np.abs(central) + atol
-    numeric = np.where(agree, derivative, central)
-    error_bar = np.where(agree, 4 * machine_epsilon(np.float64) * np.abs(derivative), central_bar)
-    disagree = np.flatnonzero(~agree & s.measured)
-    if disagree.size:
-        shown = ", ".join(describe(int(i)) for i in disagree[:5])
-        more = ", ..." if disagree.size > 5 else ""
-        notes.append(
-            f"The complex step disagrees with central differences at {disagree.size} "
-            f"entr{'y' if disagree.size == 1 else 'ies'} ({shown}{more}): the loss is not "
-            "complex-safe there (abs, max, comparisons or np.real break it); central "
-            "differences were used for them."
+    if isinstance(n_probes, bool) or not isinstance(n_probes, (int, np.integer)) or n_probes < 1:
+        raise InputError(f"`n_probes` must be a positive integer; got {n_probes!r}.")
+    if time_budget is not None and not (
+        isinstance(time_budget, (int, float)) and math.isfinite(time_budget) and time_budget > 0
+    ):
+        raise InputError(
+            f"`time_budget` must be a positive number of seconds; got {time_budget!r}."
         )
-    return numeric, error_bar, s.measured, _CentralLevel(plus, minus, s.values[0], s.values[1])
-
-
-def _kink_suspects(
-    tree: ParamTree,
-    entries: _Entries,
-    level0: _CentralLevel | None,
-    x0: FloatArray,
-    f0: float,
-    value_noise: FloatArray,
-) -> npt.NDArray[np.bool_]:
-    """Entries whose one-sided derivatives already disagree at the first step (free to test).
-
-    On a smooth loss the gap between them is ``h f''``, tiny against the
-    gradient; a kink within the step makes it the size of the gradient itself
-    even when the central difference happens to agree (``|x|`` at 0).
-    """
-    suspects = np.zeros(x0.size, dtype=bool)
-    if level0 is None:
-        return suspects
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = (level0.f_plus - f0) / (level0.plus - x0) - (f0 - level0.f_minus) / (
-            x0 - level0.minus
+    if loss_batch is not None and not callable(loss_batch):
+        raise InputError(
+            f"`loss_batch` must be a function of stacked parameters; got a "
+            f"{type(loss_batch).__name__}."
         )
-        gap_noise = 8 * value_noise / (level0.plus - level0.minus)
-    for leaf in tree.leaves:
-        span = leaf.span
-        magnitude = np.maximum(np.abs(entries.analytic[span]), np.abs(entries.numeric[span]))
-        scale = float(np.nanmax(magnitude, initial=0.0))
-        suspects[span] = np.abs(gap[span]) > KINK_GAP * scale + gap_noise[span]
-    flagged: npt.NDArray[np.bool_] = suspects & entries.measured & (entries.codes == _PASS)
-    return flagged
+    if batch_size is not None and loss_batch is None:
+        raise InputError(
+            "`batch_size` was given without `loss_batch`; pass the loss's batched form as "
+            "`loss_batch=` (e.g. a vmap of the loss), or drop `batch_size`."
+        )
 
 
-# -- re-measuring doubtful entries ----------------------------------------------------------------
-def _resolve(
-    entries: _Entries,
-    doubtful: npt.NDArray[np.intp],
-    evaluator: LossEvaluator,
-    x0: FloatArray,
-    f0: float,
-    h: FloatArray,
-    sampling: list[tuple[slice, np.dtype[Any]]],
-    value_noise: FloatArray,
-    level0: _CentralLevel | None,
-) -> tuple[int, bool]:
-    """Re-measure doubtful entries (Note [Kink test] in gradproof.kinks) and judge them again."""
-    if level0 is None:  # one-sided methods: sample the other side to start from a central pair
-        minus, plus = offset_points(x0, sampling, h, (-1.0, 1.0))
-        s = sample(evaluator, x0, (plus, minus), indices=doubtful)
-        level0 = _CentralLevel(plus, minus, s.values[0], s.values[1])
-        if s.interrupted:
-            return 0, True
-    scale = np.maximum(np.abs(entries.analytic), np.abs(entries.numeric))
-    resolution = resolve_entries(
-        evaluator,
-        x0,
-        f0,
-        doubtful,
-        plus=level0.plus,
-        minus=level0.minus,
-        f_plus=level0.f_plus,
-        f_minus=level0.f_minus,
-        dtypes=sampling,
-        noise=value_noise,
-        resolution=np.maximum(entries.rtol * np.nan_to_num(scale), entries.atol) + 1e-300,
-    )
-    smooth = doubtful[resolution.status[doubtful] == SMOOTH]
-    entries.numeric[smooth] = resolution.numeric[smooth]
-    entries.error_bar[smooth] = resolution.error_bar[smooth]
-    entries.judge()
-    bracketed = doubtful[np.isin(resolution.status[doubtful], (KINK, UNRESOLVED))]
-    left, right = resolution.left[bracketed], resolution.right[bracketed]
-    entries.left[bracketed], entries.right[bracketed] = left, right
-    entries.numeric[bracketed] = (left + right) / 2
-    # At a kink the analytic value is a valid subgradient if it lies between the one-sided
-    # derivatives (with the tolerance of their scale); only outside them is it wrong.
-    a = entries.analytic[bracketed]
-    slack = entries.rtol[bracketed] * np.maximum(np.abs(a), np.maximum(abs(left), abs(right)))
-    slack += entries.atol + 4 * value_noise[bracketed] / resolution.step[bracketed]
-    inside = (a >= np.minimum(left, right) - slack) & (a <= np.maximum(left, right) + slack)
-    is_kink = resolution.status[bracketed] == KINK
-    entries.reason[bracketed] = np.where(is_kink, _REASON_KINK, _REASON_NO_SAFE_STEP)
-    entries.codes[bracketed] = np.where(inside, _INCONCLUSIVE, _FAIL)
-    resolved = int(np.count_nonzero(resolution.status[doubtful] >= 0))
-    return resolved, resolution.interrupted
+def _require_batch_agrees(evaluator: LossEvaluator, x0: FloatArray, f0: float) -> None:
+    """Refuse a batched loss that does not compute the loss (checked on two stacked points)."""
+    assert evaluator.batch is not None
+    values = evaluator.batch(np.stack([x0, x0]))
+    tolerance = 64 * machine_epsilon(np.float64) * max(abs(f0), 1.0) + 1e-6 * abs(f0)
+    if not np.all(np.abs(values - f0) <= tolerance):
+        raise InputError(
+            f"`loss_batch` returned {values.tolist()} for two copies of the parameters, but "
+            f"`loss` returns {f0!r} there; the batched loss must compute the same loss for each "
+            "stacked point (reduce over examples, not over the leading batch axis)."
+        )
+
+
+def _budget(
+    max_evals: int | None, time_budget: float | None, seconds_per_eval: float, engine: Engine
+) -> int | None:
+    """Return the evaluation budget: `max_evals`, or `time_budget` over one evaluation's time."""
+    budgets = [] if max_evals is None else [int(max_evals)]
+    if time_budget is not None:
+        per_eval = max(seconds_per_eval, 1e-9) / max(getattr(engine, "workers", 1), 1)
+        budgets.append(max(1, int(time_budget / per_eval)))
+    return min(budgets) if budgets else None
+
+
+def _choose_mode(mode: str, n: int, method: str, budget: int | None, spent: int) -> str:
+    """Resolve ``mode="auto"`` (Note [Choosing a strategy])."""
+    if mode != "auto":
+        return mode
+    if method == "complex":
+        return "full"  # the complex step is defined entry by entry
+    if budget is None:
+        return "full" if n <= AUTO_FULL_ENTRIES else "directional"
+    full_cost = spent + 5 * NOISE_POINTS + _EVALS_PER_ENTRY.get(method, 2) * n
+    return "full" if full_cost <= budget else "directional"
+
+
+def _samples_in_budget(budget: int | None, spent: int, method: str) -> int:
+    if budget is None:
+        return DEFAULT_SAMPLES
+    left = budget - spent - 5 * NOISE_POINTS
+    return max(1, left // _EVALS_PER_ENTRY.get(method, 2))
+
+
+def _spacing(x0: FloatArray, sampling: list[tuple[slice, np.dtype[Any]]]) -> FloatArray:
+    out = np.empty_like(x0)
+    for span, dtype in sampling:
+        out[span] = np.spacing(np.abs(x0[span]).astype(dtype)).astype(np.float64)
+    return out
 
 
 # -- reports --------------------------------------------------------------------------------------
-def _param_reports(tree: ParamTree, entries: _Entries) -> tuple[ParamReport, ...]:
+def _param_reports(
+    tree: ParamTree, entries: Entries, strategy: str, outcome: DirectionalOutcome | None
+) -> tuple[ParamReport, ...]:
     tolerance = entries.tolerance()
-    reports = [_param_report(leaf, entries, tolerance, leaf.span) for leaf in tree.leaves]
+    reports = [
+        _param_report(
+            leaf,
+            entries,
+            tolerance,
+            strategy=strategy,
+            probes=() if outcome is None else tuple(outcome.probes.get(i, ())),
+            localised=outcome is not None and outcome.localised.get(i, False),
+        )
+        for i, leaf in enumerate(tree.leaves)
+    ]
     # Two wrong parameters whose gradients fit each other's: a swap explains both at once.
     swaps = diagnose_swaps(
         [(r.name, r.analytic, r.numeric, r.verdict is Verdict.FAIL) for r in reports]
@@ -657,13 +639,20 @@ def _param_reports(tree: ParamTree, entries: _Entries) -> tuple[ParamReport, ...
 
 
 def _param_report(
-    leaf: Leaf, entries: _Entries, tolerance_all: FloatArray, span: slice
+    leaf: Leaf,
+    entries: Entries,
+    tolerance_all: FloatArray,
+    *,
+    strategy: str,
+    probes: tuple[ProbeReport, ...],
+    localised: bool,
 ) -> ParamReport:
+    span = leaf.span
     analytic, numeric = entries.analytic[span], entries.numeric[span]
     tolerance, codes = tolerance_all[span], entries.codes[span]
-    judged = (codes == _PASS) | (codes == _FAIL)
-    failed = codes == _FAIL
-    inconclusive = codes == _INCONCLUSIVE
+    judged = (codes == PASS) | (codes == FAIL)
+    failed = codes == FAIL
+    inconclusive = codes == INCONCLUSIVE
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(analytic - numeric)
         ratio = np.where(error == 0, 0.0, error / tolerance)
@@ -690,18 +679,13 @@ def _param_report(
             analytic=float(analytic[i]),
             left=float(entries.left[j]),
             right=float(entries.right[j]),
-            reason=_REASONS[int(entries.reason[j])],
-            subgradient=bool(entries.reason[j] != _REASON_NON_FINITE),
+            reason=REASONS[int(entries.reason[j])],
+            subgradient=bool(entries.reason[j] != REASON_NON_FINITE),
         )
 
     order = np.argsort(-ranked, kind="stable")
     failures = tuple(entry(int(i)) for i in order[: min(int(failed.sum()), MAX_LISTED_ENTRIES)])
-    if failed.any():
-        verdict = Verdict.FAIL
-    elif inconclusive.any():
-        verdict = Verdict.INCONCLUSIVE
-    else:
-        verdict = Verdict.PASS
+    verdict = _verdict(failed.any(), inconclusive.any(), probes, localised)
     return ParamReport(
         name=leaf.name,
         shape=leaf.shape,
@@ -716,23 +700,61 @@ def _param_report(
             doubtful(int(i)) for i in np.flatnonzero(inconclusive)[:MAX_LISTED_ENTRIES]
         ),
         n_entries=leaf.size,
-        n_checked=int(np.count_nonzero(codes != _UNCHECKED)),
+        n_checked=int(np.count_nonzero(codes != UNCHECKED)),
         n_failed=int(failed.sum()),
         n_inconclusive=int(inconclusive.sum()),
         diagnosis=(
             diagnose_parameter(
                 leaf.name,
                 analytic.reshape(leaf.shape),
-                numeric.reshape(leaf.shape),
+                # Localisation showed that the entries it found account for the probe's
+                # discrepancy: the entries it did not measure count as right.
+                (np.where(np.isnan(numeric), analytic, numeric) if localised else numeric).reshape(
+                    leaf.shape
+                ),
                 wrong=failed.reshape(leaf.shape),
             )
             if failed.any()
-            else None
+            else _probe_diagnosis(leaf.name, probes, verdict)
         ),
         analytic=analytic.reshape(leaf.shape),
         numeric=numeric.reshape(leaf.shape),
         tolerance=tolerance.reshape(leaf.shape),
+        strategy=strategy,
+        probes=probes,
     )
+
+
+def _probe_diagnosis(
+    name: str, probes: tuple[ProbeReport, ...], verdict: Verdict
+) -> Diagnosis | None:
+    failing = [p for p in probes if p.verdict is Verdict.FAIL]
+    if verdict is not Verdict.FAIL or not failing:
+        return None
+    return diagnose_probes(
+        name,
+        np.array([p.analytic for p in failing]),
+        np.array([p.numeric for p in failing]),
+    )
+
+
+def _verdict(
+    failed: bool, inconclusive: bool, probes: tuple[ProbeReport, ...], localised: bool
+) -> Verdict:
+    """Return a tensor's verdict from its entries and, in directional mode, its probes.
+
+    A failing probe whose localisation reached single entries without finding
+    a wrong one is not proof of a bug (the entries were measured more
+    precisely): inconclusive. One that could not be localised stands.
+    """
+    if failed:
+        return Verdict.FAIL
+    probe_verdicts = {p.verdict for p in probes}
+    if Verdict.FAIL in probe_verdicts:
+        return Verdict.INCONCLUSIVE if localised else Verdict.FAIL
+    if inconclusive or (probes and Verdict.PASS not in probe_verdicts):
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS
 
 
 def _describe_step(

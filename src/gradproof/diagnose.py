@@ -46,6 +46,7 @@ __all__ = [
     "Diagnosis",
     "DiagnosisKind",
     "diagnose_parameter",
+    "diagnose_probes",
     "diagnose_swaps",
     "format_factor",
 ]
@@ -320,6 +321,54 @@ def diagnose_parameter(
             f"Re-derive the backward of `{name}` term by term; the worst entries below show "
             "where it differs most."
         ),
+    )
+
+
+def diagnose_probes(name: str, analytic: FloatArray, numeric: FloatArray) -> Diagnosis:
+    """Describe a tensor whose directional probes fail but whose entries were not localised.
+
+    Parameters
+    ----------
+    name : str
+        The parameter.
+    analytic, numeric : ndarray of shape (k,)
+        The probes' directional derivatives ``g . v`` and their finite-difference estimates.
+
+    Returns
+    -------
+    Diagnosis
+        ``scale`` or ``sign`` when every probe gives the same simple ratio
+        ``analytic / numeric`` (what a factor on every entry produces; random
+        errors on a few entries give arbitrary ratios), else ``unknown``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> diagnose_probes("W2", np.array([2.49829]), np.array([1.249145])).summary
+    'along its random directions, analytic = 2 × numeric; the wrong entries were not localised'
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.asarray(analytic, dtype=np.float64) / np.asarray(numeric, dtype=np.float64)
+    k = float(np.median(ratios)) if ratios.size else float("nan")
+    consistent = bool(
+        ratios.size and np.all(np.isfinite(ratios)) and np.ptp(ratios) <= 1e-4 * abs(k)
+    )
+    shown = format_factor(k, 1e-4) if consistent else ""
+    if consistent and ("/" in shown or shown.lstrip("-").isdigit()):
+        found = _factor_diagnosis(name, k, 1e-4)
+        return Diagnosis(
+            kind=found.kind,
+            summary=(
+                f"along its random directions, analytic = {shown} × numeric; the wrong entries "
+                "were not localised"
+            ),
+            hint=found.hint + " (A factor on every entry gives this ratio along any direction.)",
+            factor=k,
+        )
+    return Diagnosis(
+        kind="unknown",
+        summary="its directional probes fail; the wrong entries were not localised",
+        hint=(f"Raise `max_evals`, or check `{name}` with mode='full', to find the wrong entries."),
     )
 
 

@@ -7,6 +7,9 @@ built-in class a caller would naturally catch (``ValueError`` for bad input,
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 __all__ = ["GradproofError", "GradproofWarning", "InputError", "UserCodeError"]
 
 
@@ -39,6 +42,11 @@ class UserCodeError(GradproofError, RuntimeError):
     def __init__(self, message: str, *, function: str) -> None:
         super().__init__(message)
         self.function = function
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle rebuilds an exception as cls(*args), which lacks the keyword-only `function`;
+        # a worker process's error must survive the trip back to the caller.
+        return (functools.partial(type(self), function=self.function), self.args)
 
 
 class GradproofWarning(UserWarning):

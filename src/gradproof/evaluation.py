@@ -31,12 +31,23 @@ class LossEvaluator:
         It may be replaced, e.g. by ``tree.with_dtype(np.float64)``.
     seed : int or None
         Re-seed Python's, numpy's and torch's generators before every call.
+    loss_batch : callable, optional
+        The loss's batched form: given the parameters with a leading axis of
+        ``B`` stacked points (``ParamTree.unflatten_batch``), it returns the
+        ``B`` loss values. Makes :attr:`batch` available.
     """
 
-    def __init__(self, loss: LossFunction, tree: ParamTree, seed: int | None) -> None:
+    def __init__(
+        self,
+        loss: LossFunction,
+        tree: ParamTree,
+        seed: int | None,
+        loss_batch: LossFunction | None = None,
+    ) -> None:
         self.loss = loss
         self.tree = tree
         self.seed = seed
+        self.loss_batch = loss_batch
         self.n_calls = 0
 
     def __call__(self, vector: FloatArray) -> float:
@@ -62,6 +73,42 @@ class LossEvaluator:
             raise UserCodeError(
                 f"`loss` raised {type(exc).__name__} {where}: {exc}", function="loss"
             ) from exc
+
+    @property
+    def batch(self) -> Any:
+        """``batch(vectors) -> values`` through `loss_batch`, or None without one."""
+        return None if self.loss_batch is None else self._batch
+
+    def _batch(self, vectors: FloatArray) -> FloatArray:
+        """Evaluate at the rows of `vectors` with one call of the batched loss."""
+        assert self.loss_batch is not None
+        self.n_calls += vectors.shape[0]
+        if self.seed is not None:
+            reseed(self.seed)
+        try:
+            raw = self.loss_batch(self.tree.unflatten_batch(vectors))
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise UserCodeError(
+                f"`loss_batch` raised {type(exc).__name__} on a stack of {vectors.shape[0]} "
+                f"points: {exc}",
+                function="loss_batch",
+            ) from exc
+        try:
+            values = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"`loss_batch` returned a {type(raw).__name__} that is not an array of numbers "
+                f"({exc}); expected {vectors.shape[0]} loss values, one per stacked point."
+            ) from exc
+        if values.size != vectors.shape[0]:
+            raise InputError(
+                f"`loss_batch` returned {values.size} values for a stack of {vectors.shape[0]} "
+                "points; expected one loss value per point (shape (B,)). Reduce over the "
+                "examples but not over the leading batch axis."
+            )
+        return values
 
     def at_base_point(self, x0: FloatArray) -> tuple[float, np.dtype[Any]]:
         """Evaluate at the point itself, where the loss must be finite and leave its input alone."""

@@ -24,6 +24,7 @@ Note [Kink test]
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
-from gradproof.finite_diff import richardson, sample
+from gradproof.finite_diff import Samples, richardson, sample
 from gradproof.steps import offset_points
 
 __all__ = ["KINK", "SMOOTH", "UNRESOLVED", "Resolution", "resolve_entries"]
@@ -137,6 +138,7 @@ def resolve_entries(
     dtypes: list[tuple[slice, np.dtype[Any]]],
     noise: FloatArray,
     resolution: FloatArray,
+    sampler: Callable[..., Samples] = sample,
 ) -> Resolution:
     """Re-measure the given entries at shrinking steps until each is smooth or a kink.
 
@@ -159,6 +161,10 @@ def resolve_entries(
     resolution : ndarray of shape (n,)
         The smallest derivative error that matters for each entry (its
         tolerance): the step is not shrunk so far that round-off exceeds it.
+    sampler : callable, optional
+        ``sampler(fun, x, columns, *, indices) -> Samples`` that evaluates the
+        points: :func:`gradproof.finite_diff.sample` by default, or an
+        engine's ``sample`` (:mod:`gradproof.execution`).
 
     Returns
     -------
@@ -186,7 +192,7 @@ def resolve_entries(
         new_minus, new_plus = offset_points(x, dtypes, h, (-1.0, 1.0))
         moved = (new_plus[shrinking] != x[shrinking]) & (new_minus[shrinking] != x[shrinking])
         shrinking = shrinking[moved]
-        samples = sample(fun, x, (new_plus, new_minus), indices=shrinking)
+        samples = sampler(fun, x, (new_plus, new_minus), indices=shrinking)
         n_evals += samples.n_evals
         interrupted = samples.interrupted
         shrinking = shrinking[samples.measured[shrinking]]

@@ -12,7 +12,14 @@ import numpy as np
 from gradproof._typing import FloatArray
 from gradproof.diagnose import Diagnosis
 
-__all__ = ["CheckResult", "EntryReport", "InconclusiveEntry", "ParamReport", "Verdict"]
+__all__ = [
+    "CheckResult",
+    "EntryReport",
+    "InconclusiveEntry",
+    "ParamReport",
+    "ProbeReport",
+    "Verdict",
+]
 
 
 class Verdict(str, Enum):
@@ -127,6 +134,54 @@ class InconclusiveEntry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeReport:
+    """One directional probe: the gradient along a random direction, compared.
+
+    Attributes
+    ----------
+    name : str
+        What the probe covers, e.g. ``W1 (direction 0)``.
+    param : str
+        The parameter tensor it lies in.
+    start, stop : int
+        The range of the tensor's entries it moves (flat, row-major).
+    draw : int
+        Which random direction of the tensor it is.
+    analytic, numeric : float
+        The directional derivative from the analytic gradient (``g . v``) and
+        from finite differences along ``v``.
+    tolerance : float
+        The largest acceptable ``|analytic - numeric|``.
+    verdict : Verdict
+        Whether the two agree.
+    """
+
+    name: str
+    param: str
+    start: int
+    stop: int
+    draw: int
+    analytic: float
+    numeric: float
+    tolerance: float
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "param": self.param,
+            "start": self.start,
+            "stop": self.stop,
+            "draw": self.draw,
+            "analytic": _json_float(self.analytic),
+            "numeric": _json_float(self.numeric),
+            "tolerance": _json_float(self.tolerance),
+            "verdict": self.verdict.value,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ParamReport:
     """The check of one parameter tensor.
 
@@ -162,6 +217,11 @@ class ParamReport:
     analytic, numeric, tolerance : ndarray
         The full gradients and per-entry tolerances, shaped like the parameter
         (read-only; NaN where not measured).
+    strategy : {"full", "sampled", "directional"}
+        How the tensor was checked: every entry, a random sample of entries,
+        or random directional probes (with the wrong entries localised).
+    probes : tuple of ProbeReport
+        The directional probes of the whole tensor (``directional`` only).
     """
 
     name: str
@@ -182,6 +242,8 @@ class ParamReport:
     analytic: FloatArray
     numeric: FloatArray
     tolerance: FloatArray
+    strategy: str = "full"
+    probes: tuple[ProbeReport, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("analytic", "numeric", "tolerance"):
@@ -191,6 +253,20 @@ class ParamReport:
     def passed(self) -> bool:
         """Whether every entry of this parameter passed."""
         return self.verdict is Verdict.PASS
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the entries measured one by one (1 for a full sweep)."""
+        return self.n_checked / self.n_entries if self.n_entries else 1.0
+
+    def miss_chance(self, density: float = 0.01) -> float:
+        """Chance that entry sampling missed a bug touching this fraction of the entries.
+
+        Meaningful for ``strategy == "sampled"``; 0 when every entry was measured.
+        """
+        from gradproof.sampled import miss_chance
+
+        return miss_chance(self.n_entries, self.n_checked, density)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (without the full gradient arrays)."""
@@ -210,6 +286,9 @@ class ParamReport:
             "n_failed": self.n_failed,
             "n_inconclusive": self.n_inconclusive,
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+            "strategy": self.strategy,
+            "coverage": self.coverage,
+            "probes": [probe.to_dict() for probe in self.probes],
         }
 
 
@@ -251,6 +330,14 @@ class CheckResult:
     interrupted : bool
         Whether the check was cut short with Ctrl-C; the reports then cover
         only the measured entries (``n_checked``).
+    mode : {"full", "sampled", "directional"}
+        The strategy that ran (``mode="auto"`` says which it chose).
+    engine : str
+        What ran the evaluations, e.g. ``"serial"`` or ``"4 worker processes"``.
+    n_probes : int
+        Directional probes measured (localisation included).
+    max_evals : int or None
+        The evaluation budget the strategy was chosen for, if any.
     """
 
     params: tuple[ParamReport, ...]
@@ -267,6 +354,10 @@ class CheckResult:
     n_refined: int
     seconds: float
     interrupted: bool
+    mode: str = "full"
+    engine: str = "serial"
+    n_probes: int = 0
+    max_evals: int | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -354,5 +445,9 @@ class CheckResult:
             "n_refined": self.n_refined,
             "seconds": self.seconds,
             "interrupted": self.interrupted,
+            "mode": self.mode,
+            "engine": self.engine,
+            "n_probes": self.n_probes,
+            "max_evals": self.max_evals,
             "params": [p.to_dict() for p in self.params],
         }

@@ -203,6 +203,45 @@ class ParamTree:
             built = [_build_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
         return _rebuild(self._node, built)
 
+    def unflatten_batch(self, vectors: FloatArray) -> Params:
+        """Rebuild one container of this structure whose leaves hold a batch of points.
+
+        Parameters
+        ----------
+        vectors : ndarray of shape (B, self.size), float64
+            One flat vector per row.
+
+        Returns
+        -------
+        params
+            A new container with the structure of the flattened one, whose
+            leaves have a leading batch axis: an array leaf of shape ``S``
+            becomes an array of shape ``(B, *S)`` and a scalar leaf an array of
+            shape ``(B,)``, each in the leaf's dtype. Float64 leaves are views
+            into `vectors` (no copy), as in :meth:`unflatten`.
+
+        Raises
+        ------
+        InputError
+            If `vectors` is not two-dimensional with ``self.size`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> tree, x = ParamTree.flatten({"W": np.ones((2, 2)), "b": 0.5})
+        >>> batch = tree.unflatten_batch(np.stack([x, 2 * x, 3 * x]))
+        >>> batch["W"].shape, batch["b"]
+        ((3, 2, 2), array([0.5, 1. , 1.5]))
+        """
+        if vectors.ndim != 2 or vectors.shape[1] != self.size:
+            raise InputError(
+                f"`vectors` has shape {vectors.shape}; expected (B, {self.size}): one flat "
+                f"vector of the {self.size} parameters per row. Stack the vectors with "
+                "`np.stack(list_of_vectors)`."
+            )
+        built = [_build_batched_leaf(leaf, vectors[:, leaf.span]) for leaf in self.leaves]
+        return _rebuild(self._node, built)
+
     def with_dtype(self, dtype: np.dtype[Any] | type[Any]) -> ParamTree:
         """Return the same tree with every leaf rebuilt in `dtype` (e.g. float32 as float64)."""
         leaves = tuple(
@@ -302,6 +341,16 @@ def _build_leaf(leaf: Leaf, values: FloatArray) -> Any:
     if leaf.dtype == np.float64:
         return values.reshape(leaf.shape)
     return values.astype(leaf.dtype).reshape(leaf.shape)
+
+
+def _build_batched_leaf(leaf: Leaf, values: FloatArray) -> Any:
+    """Rebuild a leaf with a leading batch axis; `values` has one row per point."""
+    if leaf.kind != "array":
+        return values[:, 0].astype(leaf.dtype, copy=False)
+    shape = (values.shape[0], *leaf.shape)
+    if leaf.dtype == np.float64:
+        return values.reshape(shape)
+    return values.astype(leaf.dtype).reshape(shape)
 
 
 def _build_complex_leaf(leaf: Leaf, values: npt.NDArray[Any]) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gradproof.results import CheckResult, EntryReport, ParamReport, Verdict
+from gradproof.results import CheckResult, EntryReport, ParamReport, ProbeReport, Verdict
 
 __all__ = ["render_result", "render_table"]
 
@@ -77,14 +77,34 @@ def _headline(result: CheckResult) -> str:
     return f"gradproof: CORRECT: all {n} parameter{plural} ({result.n_entries} entries) pass"
 
 
+def _probe_figures(report: ParamReport) -> tuple[float, float]:
+    """Relative difference and err/tol of a tensor's worst top-level probe."""
+    worst = max(report.probes, key=lambda p: _probe_ratio(p))
+    total = abs(worst.analytic) + abs(worst.numeric)
+    relative = abs(worst.analytic - worst.numeric) / total if total else 0.0
+    return relative, _probe_ratio(worst)
+
+
+def _probe_ratio(probe: ProbeReport) -> float:
+    error = abs(probe.analytic - probe.numeric)
+    if error == 0:
+        return 0.0
+    return error / probe.tolerance if probe.tolerance > 0 else float("inf")
+
+
 def _param_row(report: ParamReport) -> list[str]:
     worst = report.worst
+    relative, ratio = report.relative_difference, report.error_ratio
+    if report.probes:  # directional: the probes judged the whole tensor, entries only a few
+        relative, probe_ratio = _probe_figures(report)
+        ratio = max(ratio, probe_ratio)
+        worst = report.failures[0] if report.failures else None
     return [
         report.name,
         _shape(report.shape),
         _VERDICT_LABEL[report.verdict],
-        _num(report.relative_difference, 2),
-        _num(report.error_ratio, 2),
+        _num(relative, 2),
+        _num(ratio, 2),
         worst.name if worst else "-",
         _num(worst.analytic, 6) if worst else "-",
         _num(worst.numeric, 6) if worst else "-",
@@ -132,12 +152,12 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
     for report in wrong:
         diagnosis = report.diagnosis
         summary = diagnosis.summary if diagnosis else "wrong"
-        parts.append(
-            f"  {report.name}: {summary} ({report.n_failed} of {report.n_checked} entries wrong)"
-        )
+        parts.append(f"  {report.name}: {summary} ({_wrong_count(report)})")
         if diagnosis:
             parts.append(f"    {diagnosis.hint}")
         shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
+        if not shown:
+            continue
         parts.append(
             render_table(
                 ["entry", "analytic", "numeric", "|error|", "tolerance"],
@@ -167,6 +187,25 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         if hidden:
             parts.append(f"    ... {hidden} more inconclusive entr{'y' if hidden == 1 else 'ies'}")
 
+    probed = [p for p in result.params if p.probes]
+    if probed and (verbose or any(p.verdict is not Verdict.PASS for p in probed)):
+        parts += ["", "Directional probes (the gradient along random signed directions)"]
+        rows = [
+            [
+                probe.name,
+                _num(probe.analytic, 6),
+                _num(probe.numeric, 6),
+                _num(abs(probe.analytic - probe.numeric), 2),
+                _num(probe.tolerance, 2),
+                _VERDICT_LABEL[probe.verdict],
+            ]
+            for report in probed
+            for probe in report.probes
+            if verbose or report.verdict is not Verdict.PASS
+        ]
+        headers = ["probe", "analytic", "numeric", "|error|", "tolerance", "verdict"]
+        parts.append(render_table(headers, rows))
+
     if result.notes:
         parts += ["", "Notes"]
         parts += [f"  - {note}" for note in result.notes]
@@ -187,7 +226,44 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         f"Relative difference, all entries (the assignment's formula): "
         f"{_num(result.relative_difference, 6)}",
         f"{result.method.capitalize()} differences, step {result.step}, {tolerance}{seed}{margin}.",
-        f"{result.n_checked} of {result.n_entries} entries checked with {result.n_evals} loss "
-        f"evaluations{refined} in {result.seconds:.2f} s.",
+        _coverage_line(result, refined),
     ]
     return "\n".join(parts)
+
+
+def _wrong_count(report: ParamReport) -> str:
+    if report.strategy == "directional" and report.n_failed:
+        return (
+            f"{report.n_failed} wrong entr{'y' if report.n_failed == 1 else 'ies'} found by "
+            f"localisation among {report.n_entries}"
+        )
+    if report.n_failed:
+        return f"{report.n_failed} of {report.n_checked} entries wrong"
+    return "found by its directional probes"
+
+
+def _coverage_line(result: CheckResult, refined: str) -> str:
+    """Say what the strategy covered and what it cost."""
+    engine = "" if result.engine == "serial" else f" ({result.engine})"
+    cost = f"{result.n_evals} loss evaluations{refined} in {result.seconds:.2f} s{engine}."
+    if result.mode == "directional":
+        return (
+            f"Mode directional: every tensor probed along random directions, {result.n_probes} "
+            f"probes in all; {result.n_checked} of {result.n_entries} entries measured one by one; "
+            + cost
+        )
+    if result.mode == "sampled":
+        partial = [p for p in result.params if p.n_checked < p.n_entries]
+        worst = max(partial, key=lambda p: p.miss_chance(0.01), default=None)
+        chance = (
+            f"; a bug touching 1% of a tensor's entries is missed with probability at most "
+            f"{worst.miss_chance(0.01):.2g} ({worst.name})"
+            if worst is not None
+            else ""
+        )
+        share = result.n_checked / result.n_entries if result.n_entries else 1.0
+        return (
+            f"Mode sampled: {result.n_checked} of {result.n_entries} entries ({share:.2%}) "
+            f"measured{chance}; " + cost
+        )
+    return f"{result.n_checked} of {result.n_entries} entries checked with " + cost

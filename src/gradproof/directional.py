@@ -1,0 +1,353 @@
+"""The directional strategy: random probes per tensor, then localisation of the wrong entries.
+
+Note [Localisation]
+    When a tensor's probe fails, its range is split in two halves and the
+    probe restricted to the first half is measured (two evaluations). The
+    probe's derivative is linear in its range, so the second half's
+    discrepancy ``r2 = r - r1`` follows without evaluating it; its
+    uncertainty is the sum of the two error bars. A half is descended into
+    when its discrepancy exceeds its tolerance plus that uncertainty, and is
+    otherwise clean: an error hidden in that uncertainty is one the tensor's
+    own probe, whose error bar is of the same size, could not have shown
+    either. A first half that cannot be judged (a kink along the probe) gets
+    its second half measured directly. The halves' measurements only guide the
+    search, so they are not re-measured at smaller steps. Halving continues until a range has at
+    most two entries, which are then judged one coordinate at a time by the
+    full pipeline, so every wrong entry is reported with its analytic and
+    numerical values as a full sweep would report it.
+
+    One wrong entry among ``n`` costs about ``2 log2 n`` evaluations, and
+    ``k`` of them about ``2 k log2(n / k)``. A bug that touches many entries
+    (a wrong factor on a whole tensor) would make every range fail: when more
+    than :data:`MAX_FRONTIER` ranges of one tensor fail at once, halving stops
+    and :data:`DENSE_SAMPLE` random entries of the failing ranges are judged
+    instead, enough for the diagnosis.
+
+    Finally the entries found are weighed against the probe: their errors
+    along the probe's direction should account for the probe's discrepancy.
+    If they do not, the result says that more wrong entries may remain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from gradproof.context import Context
+from gradproof.probes import Probe, ProbeFunction, probe_analytic, probe_weights, rounding_bar
+from gradproof.results import ProbeReport, Verdict
+from gradproof.sweep import FAIL, INCONCLUSIVE, PASS, CoordinateProblem, Entries, judge_coordinates
+from gradproof.tree import format_index
+
+__all__ = ["DENSE_SAMPLE", "LEAF_RANGE", "MAX_FRONTIER", "DirectionalOutcome", "check_directional"]
+
+MAX_FRONTIER = 16
+"""More failing ranges than this in one tensor at once mark a dense bug (Note [Localisation])."""
+
+DENSE_SAMPLE = 32
+"""Entries judged one by one from the failing ranges of a dense bug."""
+
+LEAF_RANGE = 2
+"""Ranges of at most this many entries are judged entry by entry."""
+
+_VERDICTS = {PASS: Verdict.PASS, FAIL: Verdict.FAIL, INCONCLUSIVE: Verdict.INCONCLUSIVE}
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A probe whose discrepancy is known, measured or inferred."""
+
+    probe: Probe
+    analytic: float
+    numeric: float
+    error_bar: float
+
+
+@dataclass
+class DirectionalOutcome:
+    """What the directional strategy found.
+
+    Attributes
+    ----------
+    indices : ndarray of int
+        The entries judged one by one (candidates and dense samples).
+    entries : Entries or None
+        Their verdicts, over the whole flat vector (None if none was judged).
+    probes : dict of int to list of ProbeReport
+        The top-level probes of every tensor, by leaf index.
+    localised : dict of int to bool
+        Per failing tensor, whether halving reached single entries.
+    notes : list of str
+        What the localisation noticed.
+    n_probes : int
+        Probes measured in all, localisation included.
+    interrupted : bool
+        Whether Ctrl-C cut it short.
+    """
+
+    indices: npt.NDArray[np.intp]
+    entries: Entries | None
+    probes: dict[int, list[ProbeReport]]
+    localised: dict[int, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    n_probes: int = 0
+    interrupted: bool = False
+
+
+@dataclass
+class _Judged:
+    """Verdicts on a list of probes."""
+
+    probes: list[Probe]
+    entries: Entries
+
+    def known(self, j: int) -> _Known:
+        e = self.entries
+        return _Known(
+            self.probes[j], float(e.analytic[j]), float(e.numeric[j]), float(e.error_bar[j])
+        )
+
+    def code(self, j: int) -> int:
+        return int(self.entries.codes[j])
+
+
+def _probe_name(ctx: Context, probe: Probe) -> str:
+    leaf = ctx.tree.leaves[probe.leaf]
+    if probe.size == leaf.size:
+        return f"{leaf.name} (direction {probe.draw})"
+    first = format_index(leaf.name, ctx.tree.locate(probe.start)[1])
+    last = format_index(leaf.name, ctx.tree.locate(probe.stop - 1)[1])
+    return f"{first}..{last} (direction {probe.draw})"
+
+
+def _judge_probes(ctx: Context, probes: list[Probe], *, resolve: bool = True) -> _Judged:
+    """Measure and judge a list of probes as coordinates of one probe function."""
+    k = len(probes)
+    starts = np.array([p.start for p in probes], dtype=np.intp)
+    sizes = np.array([p.size for p in probes], dtype=np.float64)
+    rel = np.broadcast_to(np.asarray(ctx.relative_step(), dtype=np.float64), ctx.x0.shape)[starts]
+    if ctx.abs_step is not None:
+        rel = np.full(k, ctx.abs_step)
+    steps = rel / np.sqrt(sizes)  # Note [Directional probes]: move as far as one coordinate
+    analytic = probe_analytic(probes, ctx.analytic, ctx.x0, ctx.probe_seed)
+    method = "central" if ctx.method == "complex" else ctx.method
+    problem = CoordinateProblem(
+        fun=ProbeFunction(ctx.evaluator, ctx.x0, probes, ctx.probe_seed),
+        x0=np.zeros(k),
+        f0=ctx.f0,
+        analytic=analytic,
+        sampling=[(slice(0, k), np.dtype(np.float64))],
+        h=steps,
+        value_noise=ctx.value_noise[starts],
+        rtol=ctx.rtol[starts],
+        atol=ctx.atol,
+        method=method,
+        groups=[slice(j, j + 1) for j in range(k)],
+        sampler=ctx.sample,
+        describe=lambda j: _probe_name(ctx, probes[j]),
+        extra_bar=rounding_bar(probes, ctx.analytic, ctx.x0, ctx.spacing, steps),
+    )
+    return _Judged(probes, judge_coordinates(problem, resolve=resolve))
+
+
+def _report(ctx: Context, judged: _Judged, j: int) -> ProbeReport:
+    e = judged.entries
+    probe = judged.probes[j]
+    leaf = ctx.tree.leaves[probe.leaf]
+    return ProbeReport(
+        name=_probe_name(ctx, probe),
+        param=leaf.name,
+        start=probe.start - leaf.offset,
+        stop=probe.stop - leaf.offset,
+        draw=probe.draw,
+        analytic=float(e.analytic[j]),
+        numeric=float(e.numeric[j]),
+        tolerance=float(e.tolerance()[j]),
+        verdict=_VERDICTS.get(judged.code(j), Verdict.INCONCLUSIVE),
+    )
+
+
+def check_directional(
+    ctx: Context, *, n_probes: int, localise: bool, max_evals: int | None
+) -> DirectionalOutcome:
+    """Probe every tensor along random directions; localise the wrong entries of failing ones.
+
+    Parameters
+    ----------
+    ctx : Context
+        The check's set-up.
+    n_probes : int
+        Random directions per tensor.
+    localise : bool
+        Whether to look for the wrong entries of a failing tensor (Note [Localisation]).
+    max_evals : int or None
+        Stop localising before the check's evaluations would exceed this.
+
+    Returns
+    -------
+    DirectionalOutcome
+        The probes' reports and the entries judged one by one.
+    """
+    leaves = [i for i, leaf in enumerate(ctx.tree.leaves) if leaf.size]
+    top = [
+        Probe(i, ctx.tree.leaves[i].offset, ctx.tree.leaves[i].span.stop, d)
+        for i in leaves
+        for d in range(n_probes)
+    ]
+    judged = _judge_probes(ctx, top)
+    outcome = DirectionalOutcome(
+        indices=np.zeros(0, dtype=np.intp), entries=None, probes={}, n_probes=len(top)
+    )
+    # A probe that is inconclusive (a kink along its direction) gets one fresh direction.
+    retry = [p for j, p in enumerate(top) if judged.code(j) == INCONCLUSIVE]
+    rounds = [judged]
+    if retry and not judged.entries.interrupted:
+        again = [Probe(p.leaf, p.start, p.stop, p.draw + n_probes) for p in retry]
+        rounds.append(_judge_probes(ctx, again))
+        outcome.n_probes += len(again)
+    failing: dict[int, _Known] = {}
+    for r in rounds:
+        outcome.interrupted |= r.entries.interrupted
+        for j, probe in enumerate(r.probes):
+            outcome.probes.setdefault(probe.leaf, []).append(_report(ctx, r, j))
+            if r.code(j) == FAIL and probe.leaf not in failing:
+                failing[probe.leaf] = r.known(j)
+    if not failing or not localise or outcome.interrupted:
+        return outcome
+    candidates: list[npt.NDArray[np.intp]] = []
+    for leaf_index, known in failing.items():
+        found, localised = _localise(ctx, known, max_evals, outcome)
+        candidates.append(found)
+        outcome.localised[leaf_index] = localised
+        if _stopped(outcome):
+            break
+    outcome.indices = np.unique(np.concatenate(candidates)) if candidates else outcome.indices
+    if outcome.indices.size and not outcome.interrupted:
+        outcome.entries = ctx.judge_entries(outcome.indices)
+        outcome.interrupted |= outcome.entries.interrupted
+        for leaf_index, known in failing.items():
+            if outcome.localised.get(leaf_index):
+                _weigh_found(ctx, known, outcome)
+    return outcome
+
+
+def _stopped(outcome: DirectionalOutcome) -> bool:
+    return outcome.interrupted
+
+
+def _localise(
+    ctx: Context, top: _Known, max_evals: int | None, outcome: DirectionalOutcome
+) -> tuple[npt.NDArray[np.intp], bool]:
+    """Halve a failing probe's range down to its wrong entries (Note [Localisation])."""
+    leaf = ctx.tree.leaves[top.probe.leaf]
+    frontier = [top]
+    found: list[npt.NDArray[np.intp]] = []
+    uncertain = 0
+    while frontier:
+        small = [k for k in frontier if k.probe.size <= LEAF_RANGE]
+        found.extend(np.arange(k.probe.start, k.probe.stop) for k in small)
+        frontier = [k for k in frontier if k.probe.size > LEAF_RANGE]
+        if not frontier:
+            break
+        if len(frontier) > MAX_FRONTIER:
+            found.append(_dense_sample(ctx, frontier))
+            outcome.notes.append(
+                f"{leaf.name}: more than {MAX_FRONTIER} ranges of its entries fail at once, so "
+                f"the error touches many entries; {DENSE_SAMPLE} random entries of those ranges "
+                "were judged one by one instead of halving further."
+            )
+            return np.concatenate(found), False
+        if max_evals is not None and ctx.n_evals + 2 * len(frontier) > max_evals:
+            outcome.notes.append(
+                f"{leaf.name}: localisation stopped at the evaluation budget (max_evals="
+                f"{max_evals}) with {len(frontier)} failing range(s) of up to "
+                f"{max(k.probe.size for k in frontier)} entries left; raise max_evals to "
+                "find the wrong entries."
+            )
+            return np.concatenate(found) if found else np.zeros(0, dtype=np.intp), False
+        halves = [k.probe.halves() for k in frontier]
+        first = _judge_probes(ctx, [h[0] for h in halves], resolve=False)
+        outcome.n_probes += len(halves)
+        if first.entries.interrupted:
+            outcome.interrupted = True
+            break
+        next_frontier: list[_Known] = []
+        direct: list[Probe] = []
+        for j, (parent, (_, second)) in enumerate(zip(frontier, halves, strict=True)):
+            code = first.code(j)
+            if code == FAIL:
+                next_frontier.append(first.known(j))
+            if code not in (PASS, FAIL):
+                uncertain += code == INCONCLUSIVE
+                direct.append(second)
+                continue
+            inferred, verdict = _infer_second(ctx, parent, first.known(j), second)
+            if verdict == FAIL:
+                next_frontier.append(inferred)
+            elif verdict != PASS:
+                direct.append(second)
+        if direct:
+            measured = _judge_probes(ctx, direct, resolve=False)
+            outcome.n_probes += len(direct)
+            outcome.interrupted |= measured.entries.interrupted
+            for j in range(len(direct)):
+                if measured.code(j) == FAIL:
+                    next_frontier.append(measured.known(j))
+                uncertain += measured.code(j) == INCONCLUSIVE
+        frontier = next_frontier
+    if uncertain:
+        outcome.notes.append(
+            f"{leaf.name}: {uncertain} range(s) could not be judged along the probe (a kink "
+            "along its direction) and were not searched."
+        )
+    return (np.concatenate(found) if found else np.zeros(0, dtype=np.intp)), True
+
+
+def _infer_second(ctx: Context, parent: _Known, first: _Known, second: Probe) -> tuple[_Known, int]:
+    """Infer the second half's discrepancy from its parent's and the first half's."""
+    analytic = parent.analytic - first.analytic
+    discrepancy = (parent.analytic - parent.numeric) - (first.analytic - first.numeric)
+    numeric = analytic - discrepancy
+    uncertainty = parent.error_bar + first.error_bar
+    rtol = float(ctx.rtol[second.start])
+    allowance = ctx.atol + rtol * max(abs(analytic), abs(numeric))
+    known = _Known(second, analytic, numeric, uncertainty)
+    return known, FAIL if abs(discrepancy) > allowance + uncertainty else PASS
+
+
+def _dense_sample(ctx: Context, frontier: list[_Known]) -> npt.NDArray[np.intp]:
+    """Draw entries uniformly from the union of the failing ranges."""
+    rng = np.random.default_rng([ctx.probe_seed, frontier[0].probe.leaf, 1])
+    union = np.concatenate([np.arange(k.probe.start, k.probe.stop) for k in frontier])
+    size = min(DENSE_SAMPLE, union.size)
+    return np.sort(rng.choice(union, size=size, replace=False))
+
+
+def _weigh_found(ctx: Context, top: _Known, outcome: DirectionalOutcome) -> None:
+    """Note when the wrong entries found do not account for the probe's discrepancy.
+
+    The tensor then counts as not fully localised: its unmeasured entries are
+    not presumed right.
+    """
+    entries = outcome.entries
+    if entries is None:
+        return
+    probe = top.probe
+    inside = outcome.indices[(outcome.indices >= probe.start) & (outcome.indices < probe.stop)]
+    wrong = inside[entries.codes[inside] == FAIL]
+    weights = probe_weights(probe, ctx.x0, ctx.probe_seed)[wrong - probe.start]
+    explained = float(((entries.analytic[wrong] - entries.numeric[wrong]) * weights).sum())
+    slack = float((np.abs(weights) * entries.tolerance()[wrong]).sum())
+    discrepancy = top.analytic - top.numeric
+    allowance = ctx.atol + float(ctx.rtol[probe.start]) * abs(top.analytic) + top.error_bar
+    if wrong.size and abs(discrepancy - explained) > allowance + slack:
+        outcome.localised[probe.leaf] = False
+        share = abs(explained / discrepancy) if discrepancy else 0.0
+        name = ctx.tree.leaves[probe.leaf].name
+        outcome.notes.append(
+            f"{name}: the {wrong.size} wrong entr{'y' if wrong.size == 1 else 'ies'} found "
+            f"account for {share:.0%} of its probe's discrepancy; other wrong entries may "
+            "remain. Use mode='full' to sweep every entry."
+        )

@@ -1,0 +1,432 @@
+"""Judge coordinates one at a time: first estimates, kink suspects, re-measurement.
+
+A *coordinate problem* is a scalar function of a flat vector, a point, the
+analytic derivative along each coordinate and the error model of its loss
+values. The coordinates are a model's parameter entries for a full or
+sampled sweep, or the step lengths along random directions for a directional
+probe (:mod:`gradproof.probes`): the same pipeline judges both (Note
+[Verdict pipeline] in :mod:`gradproof.check`, steps 4 and 5).
+
+Every evaluation goes through the problem's engine
+(:mod:`gradproof.execution`), so a sweep runs serially, batched, in a
+process pool or on a cluster with identical results.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gradproof._typing import BoolArray, FlatFunction, FloatArray
+from gradproof.errors import InputError, UserCodeError
+from gradproof.evaluation import LossEvaluator
+from gradproof.finite_diff import STENCILS, Samples, richardson, stencil_derivative
+from gradproof.kinks import KINK, SMOOTH, UNRESOLVED, resolve_entries
+from gradproof.steps import machine_epsilon, offset_points, step_sizes
+from gradproof.tolerances import entry_tolerance
+
+__all__ = [
+    "INCONCLUSIVE",
+    "KINK_GAP",
+    "REASONS",
+    "CoordinateProblem",
+    "Entries",
+    "judge_coordinates",
+    "unchecked_entries",
+]
+
+KINK_GAP = 1e-3
+"""One-sided derivatives that differ by more than this fraction of their group's gradient scale
+at the first step make an entry a kink suspect, re-measured even if it passed (see
+:func:`_kink_suspects`). A smooth loss's gap is ``h |f''|``, some 1e-5 of the scale."""
+
+COMPLEX_STEP = 1e-20
+"""Relative step of the complex-step method: far below any round-off (Martins et al. 2003)."""
+
+# Per-entry verdict codes, kept in one int8 array while judging.
+PASS, FAIL, INCONCLUSIVE, UNCHECKED = 0, 1, 2, 3
+# Why an entry is inconclusive.
+REASON_NONE, REASON_NON_FINITE, REASON_KINK, REASON_NO_SAFE_STEP = 0, 1, 2, 3
+REASONS = {
+    REASON_NON_FINITE: "non_finite",
+    REASON_KINK: "kink",
+    REASON_NO_SAFE_STEP: "no_safe_step",
+}
+
+Sampler = Callable[..., Samples]
+"""``sampler(fun, x, columns, *, indices=None) -> Samples``: an engine's ``sample``."""
+
+
+@dataclass(frozen=True)
+class CoordinateProblem:
+    """Everything the pipeline needs to judge the coordinates of one flat function.
+
+    Attributes
+    ----------
+    fun : callable ``fun(x) -> float``
+        The loss as a function of the flat vector (a ``LossEvaluator`` or a
+        directional probe function).
+    x0 : ndarray of shape (n,)
+        The point.
+    f0 : float
+        The loss at `x0`, in the precision the differences are taken in.
+    analytic : ndarray of shape (n,)
+        The analytic derivative along each coordinate.
+    sampling : list of (slice, dtype)
+        The dtype each span of the vector is rounded to (Note [Snapped steps]).
+    h : ndarray of shape (n,)
+        The first step of each coordinate.
+    value_noise : ndarray of shape (n,)
+        How far a loss value may be off, per coordinate.
+    rtol : ndarray of shape (n,)
+        Relative tolerance per coordinate.
+    atol : float
+        Absolute tolerance.
+    method : str
+        The finite-difference method (see :data:`gradproof.check.METHODS`).
+    groups : sequence of slice
+        Coordinates that share a gradient scale (a parameter tensor), for the
+        kink test.
+    sampler : callable
+        The engine's ``sample``.
+    describe : callable ``describe(i) -> str``
+        Names coordinate ``i`` in messages.
+    extra_bar : ndarray of shape (n,), optional
+        An error bar added to every estimate's (the rounding of a probe's
+        points, see :mod:`gradproof.probes`).
+    evaluator : LossEvaluator, optional
+        The plain evaluator, for the complex step (which runs serially).
+    """
+
+    fun: FlatFunction
+    x0: FloatArray
+    f0: float
+    analytic: FloatArray
+    sampling: list[tuple[slice, np.dtype[Any]]]
+    h: FloatArray
+    value_noise: FloatArray
+    rtol: FloatArray
+    atol: float
+    method: str
+    groups: Sequence[slice]
+    sampler: Sampler
+    describe: Callable[[int], str] = str
+    extra_bar: FloatArray | None = None
+    evaluator: LossEvaluator | None = None
+
+
+@dataclass
+class Entries:
+    """Everything known about every coordinate while it is judged (mutable)."""
+
+    analytic: FloatArray
+    numeric: FloatArray
+    error_bar: FloatArray
+    measured: BoolArray
+    rtol: FloatArray
+    atol: float
+    left: FloatArray
+    right: FloatArray
+    reason: npt.NDArray[np.int8]
+    codes: npt.NDArray[np.int8]
+    n_resolved: int = 0
+    interrupted: bool = False
+    direct_evals: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def tolerance(self) -> FloatArray:
+        """Return the largest acceptable ``|analytic - numeric|`` of every coordinate."""
+        return entry_tolerance(
+            self.analytic, self.numeric, self.error_bar, rtol=self.rtol, atol=self.atol
+        )
+
+    def judge(self) -> None:
+        """Give every coordinate its verdict code from the numbers (kinks keep theirs)."""
+        with np.errstate(invalid="ignore"):
+            within = np.abs(self.analytic - self.numeric) <= self.tolerance()
+        codes = np.where(within, PASS, FAIL).astype(np.int8)
+        # A loss that is not finite next to the point gives no estimate to compare with.
+        non_finite = ~np.isfinite(self.numeric) & (self.reason == REASON_NONE)
+        self.reason[non_finite] = REASON_NON_FINITE
+        codes[self.reason == REASON_NON_FINITE] = INCONCLUSIVE
+        codes[self.reason >= REASON_KINK] = self.codes[self.reason >= REASON_KINK]
+        codes[~self.measured] = UNCHECKED
+        self.codes = codes
+
+
+def unchecked_entries(analytic: FloatArray, rtol: FloatArray, atol: float) -> Entries:
+    """Return entries of which none has been measured yet."""
+    n = analytic.size
+    return Entries(
+        analytic=analytic,
+        numeric=np.full(n, np.nan),
+        error_bar=np.full(n, np.nan),
+        measured=np.zeros(n, dtype=bool),
+        rtol=rtol,
+        atol=atol,
+        left=np.full(n, np.nan),
+        right=np.full(n, np.nan),
+        reason=np.zeros(n, dtype=np.int8),
+        codes=np.full(n, UNCHECKED, dtype=np.int8),
+    )
+
+
+def judge_coordinates(
+    problem: CoordinateProblem,
+    indices: npt.NDArray[np.intp] | None = None,
+    *,
+    resolve: bool = True,
+) -> Entries:
+    """Estimate, judge and, where doubtful, re-measure the given coordinates.
+
+    Parameters
+    ----------
+    problem : CoordinateProblem
+        The function, point and error model.
+    indices : ndarray of int, optional
+        The coordinates to judge; all of them by default. The others stay
+        unchecked.
+    resolve : bool, optional
+        Re-measure doubtful coordinates at shrinking steps (default). Without
+        it, the first estimates are judged as they are: cheaper, for
+        measurements that only guide a search (:mod:`gradproof.directional`).
+
+    Returns
+    -------
+    Entries
+        Per coordinate: the numeric estimate, its error bar, the verdict code
+        and, at kinks, the one-sided derivatives. ``interrupted`` is set if
+        Ctrl-C cut the work short (what was measured is kept).
+    """
+    entries, level0 = _first_estimates(problem, indices)
+    entries.judge()
+    wanted = np.zeros(problem.x0.size, dtype=bool)
+    wanted[np.arange(problem.x0.size) if indices is None else indices] = True
+    entries.interrupted = bool(np.any(wanted & ~entries.measured))
+    if not resolve:
+        return entries
+    doubtful = np.flatnonzero(
+        (entries.codes == FAIL) | _kink_suspects(problem, entries, level0, wanted)
+    )
+    if doubtful.size and not entries.interrupted:
+        _resolve(problem, entries, doubtful, level0)
+    return entries
+
+
+# -- first estimates ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _CentralLevel:
+    """The ``x +- h`` samples that the kink test starts from."""
+
+    plus: FloatArray
+    minus: FloatArray
+    f_plus: FloatArray
+    f_minus: FloatArray
+
+
+def _new_entries(
+    problem: CoordinateProblem, numeric: FloatArray, bar: FloatArray, measured: BoolArray
+) -> Entries:
+    n = problem.x0.size
+    if problem.extra_bar is not None:
+        bar = bar + problem.extra_bar
+    return Entries(
+        analytic=problem.analytic,
+        numeric=numeric,
+        error_bar=bar,
+        measured=measured,
+        rtol=problem.rtol,
+        atol=problem.atol,
+        left=np.full(n, np.nan),
+        right=np.full(n, np.nan),
+        reason=np.zeros(n, dtype=np.int8),
+        codes=np.zeros(n, dtype=np.int8),
+    )
+
+
+def _first_estimates(
+    problem: CoordinateProblem, indices: npt.NDArray[np.intp] | None
+) -> tuple[Entries, _CentralLevel | None]:
+    """Take every coordinate's first estimate with the chosen method, and its error bar."""
+    p = problem
+    x0, h, method = p.x0, p.h, p.method
+    level0: _CentralLevel | None = None
+    if method == "complex":
+        return _complex_step(problem, indices)
+    if method == "richardson":
+        minus, plus = offset_points(x0, p.sampling, h, (-1.0, 1.0), describe=p.describe)
+        half_minus, half_plus = offset_points(
+            x0, p.sampling, h / 2, (-1.0, 1.0), describe=p.describe
+        )
+        s = p.sampler(p.fun, x0, (plus, minus, half_plus, half_minus), indices=indices)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coarse = (s.values[0] - s.values[1]) / (plus - minus)
+            fine = (s.values[2] - s.values[3]) / (half_plus - half_minus)
+        numeric, truncation = richardson(coarse, fine)
+        numeric[~np.all(np.isfinite(s.values), axis=0)] = np.nan
+        error_bar = truncation + 2 * p.value_noise / (half_plus - half_minus)
+        level0 = _CentralLevel(plus, minus, s.values[0], s.values[1])
+        return _new_entries(problem, numeric, error_bar, s.measured), level0
+    stencil = STENCILS[method]
+    columns = offset_points(x0, p.sampling, h, stencil.sampled_offsets, describe=p.describe)
+    s = p.sampler(p.fun, x0, columns, indices=indices)
+    numeric = stencil_derivative(stencil, x0, p.f0, columns, s.values)
+    weight = sum(abs(w) for w in stencil.weights)
+    error_bar = weight * p.value_noise / h
+    if method in ("central", "central4"):
+        by_offset = dict(
+            zip(stencil.sampled_offsets, zip(columns, s.values, strict=True), strict=True)
+        )
+        (plus, f_plus), (minus, f_minus) = by_offset[1.0], by_offset[-1.0]
+        level0 = _CentralLevel(plus, minus, f_plus, f_minus)
+    return _new_entries(problem, numeric, error_bar, s.measured), level0
+
+
+def _complex_step(
+    problem: CoordinateProblem, indices: npt.NDArray[np.intp] | None
+) -> tuple[Entries, _CentralLevel]:
+    """Complex-step derivatives, cross-checked entry by entry against central differences."""
+    p = problem
+    if p.evaluator is None:
+        raise InputError("`method='complex'` checks parameter entries one by one; use mode='full'.")
+    x0 = p.x0
+    order = np.arange(x0.size) if indices is None else np.asarray(indices, dtype=np.intp)
+    h = COMPLEX_STEP * np.maximum(1.0, np.abs(x0))
+    work = x0.astype(np.complex128)
+    derivative = np.full(x0.size, np.nan)
+    done: list[int] = []
+    try:
+        with warnings.catch_warnings():
+            # A loss that drops the imaginary part (float(), np.real) is reported below, by
+            # comparison with central differences; numpy's warning about it would only repeat that.
+            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+            for i in order:
+                work[i] = x0[i] + 1j * h[i]
+                try:
+                    raw = p.evaluator.call(work, where="at a complex perturbed point")
+                except UserCodeError as exc:
+                    raise InputError(
+                        "`method='complex'` needs a loss that accepts complex parameters, but "
+                        f"`loss` raised {type(exc.__cause__).__name__} on them ({exc.__cause__}). "
+                        "Use `method='central'` (the default), or write the loss with complex-safe "
+                        "operations."
+                    ) from exc
+                finally:
+                    work[i] = x0[i]
+                derivative[i] = float(np.imag(np.asarray(raw).reshape(()))) / h[i]
+                done.append(int(i))
+    except KeyboardInterrupt:
+        pass
+    central_h = step_sizes(x0, p.sampling)
+    minus, plus = offset_points(x0, p.sampling, central_h, (-1.0, 1.0), describe=p.describe)
+    s = p.sampler(p.fun, x0, (plus, minus), indices=np.asarray(done, dtype=np.intp))
+    with np.errstate(invalid="ignore"):
+        central = (s.values[0] - s.values[1]) / (plus - minus)
+    central_bar = 2 * p.value_noise / (plus - minus)
+    # Where the two disagree the loss is not complex-analytic (abs, max, comparisons): trust
+    # the central difference there.
+    agree = np.abs(derivative - central) <= central_bar + p.rtol * np.abs(central) + p.atol
+    numeric = np.where(agree, derivative, central)
+    error_bar = np.where(agree, 4 * machine_epsilon(np.float64) * np.abs(derivative), central_bar)
+    entries = _new_entries(problem, numeric, error_bar, s.measured)
+    entries.direct_evals = len(done)
+    disagree = np.flatnonzero(~agree & s.measured)
+    if disagree.size:
+        shown = ", ".join(p.describe(int(i)) for i in disagree[:5])
+        more = ", ..." if disagree.size > 5 else ""
+        entries.notes.append(
+            f"The complex step disagrees with central differences at {disagree.size} "
+            f"entr{'y' if disagree.size == 1 else 'ies'} ({shown}{more}): the loss is not "
+            "complex-safe there (abs, max, comparisons or np.real break it); central "
+            "differences were used for them."
+        )
+    return entries, _CentralLevel(plus, minus, s.values[0], s.values[1])
+
+
+def _kink_suspects(
+    problem: CoordinateProblem,
+    entries: Entries,
+    level0: _CentralLevel | None,
+    wanted: BoolArray,
+) -> BoolArray:
+    """Coordinates whose one-sided derivatives already disagree at the first step (free to test).
+
+    On a smooth loss the gap between them is ``h f''``, tiny against the
+    gradient; a kink within the step makes it the size of the gradient itself
+    even when the central difference happens to agree (``|x|`` at 0).
+    """
+    x0, f0 = problem.x0, problem.f0
+    suspects = np.zeros(x0.size, dtype=bool)
+    if level0 is None:
+        return suspects
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = (level0.f_plus - f0) / (level0.plus - x0) - (f0 - level0.f_minus) / (
+            x0 - level0.minus
+        )
+        gap_noise = 8 * problem.value_noise / (level0.plus - level0.minus)
+    magnitude = np.maximum(np.abs(entries.analytic), np.abs(entries.numeric))
+    for span in problem.groups:
+        scale = float(np.nanmax(np.where(wanted[span], magnitude[span], 0.0), initial=0.0))
+        suspects[span] = np.abs(gap[span]) > KINK_GAP * scale + gap_noise[span]
+    flagged: BoolArray = suspects & entries.measured & (entries.codes == PASS)
+    return flagged
+
+
+# -- re-measuring doubtful coordinates ------------------------------------------------------------
+def _resolve(
+    problem: CoordinateProblem,
+    entries: Entries,
+    doubtful: npt.NDArray[np.intp],
+    level0: _CentralLevel | None,
+) -> None:
+    """Re-measure doubtful coordinates (Note [Kink test] in gradproof.kinks), judge them again."""
+    p = problem
+    x0 = p.x0
+    if level0 is None:  # one-sided methods: sample the other side to start from a central pair
+        minus, plus = offset_points(x0, p.sampling, p.h, (-1.0, 1.0))
+        s = p.sampler(p.fun, x0, (plus, minus), indices=doubtful)
+        level0 = _CentralLevel(plus, minus, s.values[0], s.values[1])
+        if s.interrupted:
+            entries.interrupted = True
+            return
+    scale = np.maximum(np.abs(entries.analytic), np.abs(entries.numeric))
+    resolution = resolve_entries(
+        p.fun,
+        x0,
+        p.f0,
+        doubtful,
+        plus=level0.plus,
+        minus=level0.minus,
+        f_plus=level0.f_plus,
+        f_minus=level0.f_minus,
+        dtypes=p.sampling,
+        noise=p.value_noise,
+        resolution=np.maximum(entries.rtol * np.nan_to_num(scale), entries.atol) + 1e-300,
+        sampler=p.sampler,
+    )
+    smooth = doubtful[resolution.status[doubtful] == SMOOTH]
+    entries.numeric[smooth] = resolution.numeric[smooth]
+    entries.error_bar[smooth] = resolution.error_bar[smooth] + (
+        0.0 if p.extra_bar is None else p.extra_bar[smooth]
+    )
+    entries.judge()
+    bracketed = doubtful[np.isin(resolution.status[doubtful], (KINK, UNRESOLVED))]
+    left, right = resolution.left[bracketed], resolution.right[bracketed]
+    entries.left[bracketed], entries.right[bracketed] = left, right
+    entries.numeric[bracketed] = (left + right) / 2
+    # At a kink the analytic value is a valid subgradient if it lies between the one-sided
+    # derivatives (with the tolerance of their scale); only outside them is it wrong.
+    a = entries.analytic[bracketed]
+    slack = entries.rtol[bracketed] * np.maximum(np.abs(a), np.maximum(abs(left), abs(right)))
+    slack += entries.atol + 4 * p.value_noise[bracketed] / resolution.step[bracketed]
+    inside = (a >= np.minimum(left, right) - slack) & (a <= np.maximum(left, right) + slack)
+    is_kink = resolution.status[bracketed] == KINK
+    entries.reason[bracketed] = np.where(is_kink, REASON_KINK, REASON_NO_SAFE_STEP)
+    entries.codes[bracketed] = np.where(inside, INCONCLUSIVE, FAIL)
+    entries.n_resolved = int(np.count_nonzero(resolution.status[doubtful] >= 0))
+    entries.interrupted = entries.interrupted or resolution.interrupted
