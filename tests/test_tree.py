@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from collections import OrderedDict, namedtuple
 from typing import Any
 
@@ -440,3 +441,25 @@ def test_any_nested_container_round_trips(params):
         assert leaf.offset + int(np.ravel_multi_index(index, leaf.shape) if index else 0) == (
             flat_index
         )
+
+
+def test_rebuilding_from_the_same_vector_gives_a_fresh_container_over_its_current_values():
+    tree, x = ParamTree.flatten({"W": np.zeros((2, 2)), "layers": [np.zeros(2)]})
+    first = tree.unflatten(x)
+    first["W"] = "replaced by the loss"
+    first["layers"].append("extra")
+    x[0] = 5.0
+    second = tree.unflatten(x)
+    assert second is not first and second["layers"] is not first["layers"]
+    assert second["W"][0, 0] == 5.0 and len(second["layers"]) == 1
+    other = x.copy()
+    other[0] = -1.0
+    assert tree.unflatten(other)["W"][0, 0] == -1.0
+
+
+def test_a_tree_survives_pickling_for_worker_processes():
+    tree, x = ParamTree.flatten({"W": np.ones((2, 3)), "b": [0.5, np.float32(2.0)]})
+    tree.unflatten(x)
+    restored = pickle.loads(pickle.dumps(tree))
+    assert_same(restored.unflatten(x), tree.unflatten(x))
+    assert [leaf.name for leaf in restored.leaves] == [leaf.name for leaf in tree.leaves]

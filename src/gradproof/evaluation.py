@@ -52,8 +52,10 @@ class LossEvaluator:
 
     def __call__(self, vector: FloatArray) -> float:
         """Evaluate at a perturbed point and return the loss as a float."""
-        value, _ = self.evaluate(vector, where="at a perturbed point")
-        return value
+        raw = self.call(vector, where="at a perturbed point")
+        if type(raw) is float:  # the common case, kept cheap: this runs once per evaluation
+            return raw
+        return scalar_loss(raw)[0]
 
     def evaluate(self, vector: npt.NDArray[Any], *, where: str) -> tuple[float, np.dtype[Any]]:
         """Evaluate once; return the value and the dtype it was computed in."""

@@ -99,18 +99,17 @@ def sample(
     interrupted = False
     i = 0
     try:
-        for i in order:
-            row = []
-            for column in columns:
+        for i in order.tolist():  # Python ints index numpy arrays fastest
+            for j, column in enumerate(columns):
                 work[i] = column[i]
                 n_evals += 1
-                row.append(fun(work))
+                values[j, i] = fun(work)
             work[i] = x[i]
-            values[:, i] = row
             measured[i] = True
     except KeyboardInterrupt:
         interrupted = True
         work[i] = x[i]
+        values[:, i] = np.nan  # a coordinate counts only with all of its values
     return Samples(values=values, measured=measured, n_evals=n_evals, interrupted=interrupted)
 
 

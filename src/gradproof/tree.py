@@ -9,7 +9,8 @@ it: ``W1``, ``layers[0].weight``, ``params[2]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,12 +114,22 @@ class ParamTree:
     array([0., 0.])
     """
 
-    __slots__ = ("_node", "leaves", "size")
+    __slots__ = ("_assemble", "_last", "_node", "_views", "leaves", "size")
 
     def __init__(self, node: _Node, leaves: tuple[Leaf, ...]) -> None:
         self._node = node
         self.leaves = leaves
         self.size = sum(leaf.size for leaf in leaves)
+        # unflatten runs once per loss evaluation: its plan is worked out here, once.
+        self._assemble = _compile(node)
+        self._views = all(leaf.kind == "array" and leaf.dtype == np.float64 for leaf in leaves)
+        self._last: tuple[npt.NDArray[Any], list[Any]] | None = None
+
+    def __getstate__(self) -> tuple[_Node, tuple[Leaf, ...]]:
+        return self._node, self.leaves
+
+    def __setstate__(self, state: tuple[_Node, tuple[Leaf, ...]]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         names = ", ".join(f"{leaf.name}{list(leaf.shape)}" for leaf in self.leaves)
@@ -197,11 +208,22 @@ class ParamTree:
         params
             A new container with the structure of the flattened one.
         """
-        if np.iscomplexobj(vector):
+        if self._views and vector.dtype == np.float64:
+            # A sweep rebuilds from the same work vector every time: its views are reused, and
+            # only the container around them is new.
+            last = self._last
+            if last is not None and last[0] is vector:
+                return self._assemble(last[1])
+            built = [
+                vector[leaf.offset : leaf.offset + leaf.size].reshape(leaf.shape)
+                for leaf in self.leaves
+            ]
+            self._last = (vector, built)
+        elif np.iscomplexobj(vector):
             built = [_build_complex_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
         else:
             built = [_build_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
-        return _rebuild(self._node, built)
+        return self._assemble(built)
 
     def unflatten_batch(self, vectors: FloatArray) -> Params:
         """Rebuild one container of this structure whose leaves hold a batch of points.
@@ -240,7 +262,7 @@ class ParamTree:
                 "`np.stack(list_of_vectors)`."
             )
         built = [_build_batched_leaf(leaf, vectors[:, leaf.span]) for leaf in self.leaves]
-        return _rebuild(self._node, built)
+        return self._assemble(built)
 
     def with_dtype(self, dtype: np.dtype[Any] | type[Any]) -> ParamTree:
         """Return the same tree with every leaf rebuilt in `dtype` (e.g. float32 as float64)."""
@@ -396,17 +418,22 @@ def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
 
 
 # -- structure --------------------------------------------------------------------------------
-def _rebuild(node: _Node, built: list[Any]) -> Any:
+def _compile(node: _Node) -> Callable[[list[Any]], Any]:
+    """Turn a container node into a function that assembles the container from built leaves."""
     tag = node[0]
     if tag == "leaf":
-        return built[node[1]]
+        return operator.itemgetter(node[1])
     if tag == "dict":
-        return {k: _rebuild(child, built) for k, child in zip(node[1], node[2], strict=True)}
-    if tag == "list":
-        return [_rebuild(child, built) for child in node[1]]
-    if tag == "tuple":
-        return tuple(_rebuild(child, built) for child in node[1])
-    return node[1](*(_rebuild(child, built) for child in node[2]))
+        keys, children = node[1], [_compile(child) for child in node[2]]
+        pairs = tuple(zip(keys, children, strict=True))
+        return lambda built: {key: child(built) for key, child in pairs}
+    if tag in ("list", "tuple"):
+        items = [_compile(child) for child in node[1]]
+        if tag == "list":
+            return lambda built: [item(built) for item in items]
+        return lambda built: tuple(item(built) for item in items)
+    make, fields = node[1], [_compile(child) for child in node[2]]
+    return lambda built: make(*(field(built) for field in fields))
 
 
 def _match(
