@@ -527,3 +527,21 @@ def test_dask_re_raises_user_code_error(dask_executor):
     ):
         engine.sample(raise_user_code_error, X, COLUMNS)
     assert info.value.function == "loss"
+
+
+@pytest.mark.parametrize("mode", ["full", "directional"])
+def test_a_whole_check_on_a_dask_cluster_matches_the_serial_check(dask_executor, mode):
+    from gradproof import check
+    from gradproof.corpus.scaling import plant_wrong_entries, relu_network
+
+    net = relu_network((12, 10, 1), n_examples=8, seed=4)
+    wrong, planted = plant_wrong_entries(net.grad(net.params), "W1", 2, seed=1)
+    serial = check(net.loss, wrong, net.params, mode=mode, progress=False)
+    on_dask = check(net.loss, wrong, net.params, mode=mode, executor=dask_executor)
+    assert on_dask.engine.startswith("ClientExecutor (dask)")
+    assert on_dask.suspects == serial.suspects == ("W1",)
+    assert on_dask.n_evals == serial.n_evals
+    for mine, theirs in zip(on_dask.params, serial.params, strict=True):
+        np.testing.assert_array_equal(mine.numeric, theirs.numeric)
+    found = sorted(np.ravel_multi_index(e.index, (10, 12)) for e in on_dask["W1"].failures)
+    assert found == planted.tolist()

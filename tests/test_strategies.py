@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -366,3 +367,31 @@ def test_ctrl_c_during_localisation_returns_what_was_measured(wide, wide_grad):
     assert result.interrupted
     assert result.verdict is not Verdict.PASS
     assert result["W1"].probes[0].verdict is Verdict.FAIL
+
+
+def test_a_long_check_shows_a_progress_bar_when_asked(capsys):
+    def slow_loss(w):
+        time.sleep(0.002)
+        return float(np.sum(w**2))
+
+    w = np.linspace(-1.0, 1.0, 60)
+    result = check(slow_loss, 2 * w, w, progress=True, noise=False)
+    assert result.passed
+    err = capsys.readouterr().err
+    assert "evaluations" in err and "%" in err
+    check(slow_loss, 2 * w, w, noise=False)  # not a terminal here: silent by default
+    assert capsys.readouterr().err == ""
+
+
+def test_an_interrupted_directional_check_says_what_it_covered(wide, wide_grad):
+    calls = {"n": 0}
+
+    def interrupted_loss(p):
+        calls["n"] += 1
+        if calls["n"] == 47:
+            raise KeyboardInterrupt
+        return wide.loss(p)
+
+    result = check(interrupted_loss, wide_grad, wide.params, mode="directional")
+    assert result.interrupted and result.verdict is Verdict.INCONCLUSIVE
+    assert "interrupted after" in str(result) and "directional probes" in str(result)

@@ -17,7 +17,7 @@ from gradproof.check import check
 from gradproof.compare import relative_difference
 from gradproof.diagnose import Diagnosis
 from gradproof.errors import GradproofError, GradproofWarning, InputError, UserCodeError
-from gradproof.results import CheckResult, EntryReport, ParamReport, Verdict
+from gradproof.results import CheckResult, EntryReport, ParamReport, ProbeReport, Verdict
 from gradproof.tree import ParamTree
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __all__ = [
     "InputError",
     "ParamReport",
     "ParamTree",
+    "ProbeReport",
     "UserCodeError",
     "Verdict",
     "__version__",

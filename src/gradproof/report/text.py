@@ -64,6 +64,11 @@ def _headline(result: CheckResult) -> str:
             f"{', '.join(wrong)}"
         )
     if result.verdict is Verdict.INCONCLUSIVE:
+        if result.interrupted and result.mode == "directional":
+            return (
+                f"gradproof: INCONCLUSIVE: interrupted after {result.n_probes} directional "
+                f"probes and {result.n_checked} single entries; nothing wrong among those measured"
+            )
         if result.interrupted:
             return (
                 f"gradproof: INCONCLUSIVE: interrupted after {result.n_checked} of "
