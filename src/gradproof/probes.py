@@ -31,7 +31,9 @@ Note [Directional probes]
     Probes are the coordinates of a :class:`ProbeFunction` ``F(t) = f(x + sum_j t_j v_j)``:
     the coordinate pipeline of :mod:`gradproof.sweep` judges them exactly as
     it judges parameter entries, kink test and Richardson re-measurement
-    included.
+    included. A :class:`SubsetFunction` does the same for a few chosen
+    parameter entries of a large model, so that judging them costs arrays of
+    their number, not the model's.
 """
 
 from __future__ import annotations
@@ -197,7 +199,40 @@ class _Buffers(threading.local):
         return self._stack[:rows]
 
 
-class ProbeFunction:
+class _PointFunction:
+    """The loss as a function of a few new coordinates that move the point ``x0``.
+
+    Holds the evaluator and the point, and per thread one working copy of the
+    point (and a stack of them for batches), rebuilt after unpickling rather
+    than shipped to workers.
+    """
+
+    def __init__(self, evaluator: LossEvaluator, x0: FloatArray) -> None:
+        self.evaluator = evaluator
+        self.x0 = x0
+        self._buffers = _Buffers(x0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_buffers"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._buffers = _Buffers(self.x0)
+
+    @property
+    def batch(self) -> Any:
+        """Evaluate many points at once through the loss's batched form, or None without one."""
+        if self.evaluator.batch is None:
+            return None
+        return self._batch
+
+    def _batch(self, rows: FloatArray) -> FloatArray:
+        raise NotImplementedError
+
+
+class ProbeFunction(_PointFunction):
     """The loss as a function of the probes' step lengths ``t`` (Note [Directional probes]).
 
     Parameters
@@ -223,20 +258,9 @@ class ProbeFunction:
     def __init__(
         self, evaluator: LossEvaluator, x0: FloatArray, probes: Sequence[Probe], seed: int
     ) -> None:
-        self.evaluator = evaluator
-        self.x0 = x0
+        super().__init__(evaluator, x0)
         self.probes = tuple(probes)
         self.seed = seed
-        self._buffers = _Buffers(x0)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_buffers"]  # rebuilt where it is used
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._buffers = _Buffers(self.x0)
 
     def _move(self, work: FloatArray, t: FloatArray) -> list[Probe]:
         moved = []
@@ -259,16 +283,9 @@ class ProbeFunction:
         finally:
             self._restore(work, moved)
 
-    @property
-    def batch(self) -> Any:
-        """Evaluate many ``t`` at once through the loss's batched form, or None without one."""
-        if self.evaluator.batch is None:
-            return None
-        return self._batch
-
-    def _batch(self, ts: FloatArray) -> FloatArray:
-        stack = self._buffers.stack(ts.shape[0])
-        moved = [self._move(row, t) for row, t in zip(stack, ts, strict=True)]
+    def _batch(self, rows: FloatArray) -> FloatArray:
+        stack = self._buffers.stack(rows.shape[0])
+        moved = [self._move(row, t) for row, t in zip(stack, rows, strict=True)]
         try:
             values: FloatArray = self.evaluator.batch(stack)
             return values
@@ -277,7 +294,7 @@ class ProbeFunction:
                 self._restore(row, probes)
 
 
-class SubsetFunction:
+class SubsetFunction(_PointFunction):
     """The loss as a function of a few of its parameter entries, the others held at the point.
 
     Parameters
@@ -299,19 +316,8 @@ class SubsetFunction:
     def __init__(
         self, evaluator: LossEvaluator, x0: FloatArray, indices: npt.NDArray[np.intp]
     ) -> None:
-        self.evaluator = evaluator
-        self.x0 = x0
+        super().__init__(evaluator, x0)
         self.indices = indices
-        self._buffers = _Buffers(x0)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_buffers"]  # rebuilt where it is used
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._buffers = _Buffers(self.x0)
 
     def __call__(self, y: FloatArray) -> float:
         """Evaluate the loss with the chosen entries set to `y`."""
@@ -322,16 +328,9 @@ class SubsetFunction:
         finally:
             work[self.indices] = self.x0[self.indices]
 
-    @property
-    def batch(self) -> Any:
-        """Evaluate many `y` at once through the loss's batched form, or None without one."""
-        if self.evaluator.batch is None:
-            return None
-        return self._batch
-
-    def _batch(self, ys: FloatArray) -> FloatArray:
-        stack = self._buffers.stack(ys.shape[0])
-        stack[:, self.indices] = ys
+    def _batch(self, rows: FloatArray) -> FloatArray:
+        stack = self._buffers.stack(rows.shape[0])
+        stack[:, self.indices] = rows
         try:
             values: FloatArray = self.evaluator.batch(stack)
             return values
