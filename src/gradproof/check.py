@@ -318,12 +318,16 @@ def check(
     rtols = (
         _per_coordinate(native, x0.size, default_rtol) if rtol is None else np.full_like(x0, rtol)
     )
-    directional_noise = mode == "directional" or (
-        mode == "auto" and x0.size > AUTO_FULL_ENTRIES and max_evals is None
+    measures_noise = noise and method != "complex"
+    engine = make_engine(
+        executor, batch_size=(batch_size or 64) if loss_batch is not None else None
     )
+    budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
+    spent = evaluator.n_calls + (5 * NOISE_POINTS if measures_noise else 0)
+    chosen = _choose_mode(mode, x0.size, method, budget, spent)
     estimate = (
-        _measure_noise(evaluator, x0, sampling, normalise=directional_noise)
-        if noise and method != "complex"
+        _measure_noise(evaluator, x0, sampling, normalise=chosen == "directional")
+        if measures_noise
         else None
     )
     if estimate is not None:
@@ -331,11 +335,6 @@ def check(
             precision_notes(f0, estimate, max((d for _, d in sampling), key=machine_epsilon))
         )
     stencil_order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
-    engine = make_engine(
-        executor, batch_size=(batch_size or 64) if loss_batch is not None else None
-    )
-    budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
-    chosen = _choose_mode(mode, x0.size, method, budget, evaluator.n_calls)
     # An engine the caller passed in is theirs to close; one made here is closed here.
     owned = engine if engine is not executor else contextlib.nullcontext()
     with owned, Progress(0, enabled=progress) as bar:
@@ -595,14 +594,14 @@ def _choose_mode(mode: str, n: int, method: str, budget: int | None, spent: int)
         return "full"  # the complex step is defined entry by entry
     if budget is None:
         return "full" if n <= AUTO_FULL_ENTRIES else "directional"
-    full_cost = spent + 5 * NOISE_POINTS + _EVALS_PER_ENTRY.get(method, 2) * n
+    full_cost = spent + _EVALS_PER_ENTRY.get(method, 2) * n
     return "full" if full_cost <= budget else "directional"
 
 
 def _samples_in_budget(budget: int | None, spent: int, method: str) -> int:
     if budget is None:
         return DEFAULT_SAMPLES
-    left = budget - spent - 5 * NOISE_POINTS
+    left = budget - spent
     return max(1, left // _EVALS_PER_ENTRY.get(method, 2))
 
 
