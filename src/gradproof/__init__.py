@@ -16,16 +16,25 @@ from __future__ import annotations
 from gradproof.check import check
 from gradproof.compare import relative_difference
 from gradproof.diagnose import Diagnosis
-from gradproof.errors import GradproofError, GradproofWarning, InputError, UserCodeError
+from gradproof.errors import (
+    BackendUnavailableError,
+    GradientMismatchError,
+    GradproofError,
+    GradproofWarning,
+    InputError,
+    UserCodeError,
+)
 from gradproof.results import CheckResult, EntryReport, ParamReport, ProbeReport, Verdict
 from gradproof.tree import ParamTree
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
     "CheckResult",
     "Diagnosis",
     "EntryReport",
+    "GradientMismatchError",
     "GradproofError",
     "GradproofWarning",
     "InputError",

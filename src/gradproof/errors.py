@@ -2,15 +2,27 @@
 
 Every gradproof exception derives from :class:`GradproofError`, and also from the
 built-in class a caller would naturally catch (``ValueError`` for bad input,
-``RuntimeError`` for a failure inside the caller's own code).
+``RuntimeError`` for a failure inside the caller's own code, ``AssertionError``
+for a wrong gradient found by an ``assert_*`` helper, ``ImportError`` for a
+missing optional framework).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["GradproofError", "GradproofWarning", "InputError", "UserCodeError"]
+if TYPE_CHECKING:
+    from gradproof.results import CheckResult
+
+__all__ = [
+    "BackendUnavailableError",
+    "GradientMismatchError",
+    "GradproofError",
+    "GradproofWarning",
+    "InputError",
+    "UserCodeError",
+]
 
 
 class GradproofError(Exception):
@@ -36,7 +48,9 @@ class UserCodeError(GradproofError, RuntimeError):
     message : str
         What gradproof was doing when the caller's code failed.
     function : str
-        Which of the caller's functions failed: ``"loss"`` or ``"grad"``.
+        Which of the caller's functions failed: ``"loss"``, ``"grad"`` or
+        ``"loss_batch"`` for :func:`gradproof.check`; ``"fn"``, ``"vjp"`` or
+        ``"jvp"`` for the framework adapters.
     """
 
     def __init__(self, message: str, *, function: str) -> None:
@@ -47,6 +61,61 @@ class UserCodeError(GradproofError, RuntimeError):
         # Pickle rebuilds an exception as cls(*args), which lacks the keyword-only `function`;
         # a worker process's error must survive the trip back to the caller.
         return (functools.partial(type(self), function=self.function), self.args)
+
+
+class GradientMismatchError(GradproofError, AssertionError):
+    """A gradient check found a wrong gradient (or, when asked, could not judge one).
+
+    Raised by the ``assert_*`` helpers of :mod:`gradproof.testing`; the
+    ``check_*`` functions return the same result instead of raising. It is an
+    ``AssertionError``, so test runners report it as a failed test, not an error.
+
+    Parameters
+    ----------
+    message : str
+        The full text report: a first line naming the wrong parameters, then
+        the report of :func:`gradproof.report.text.render_result`.
+    result : CheckResult
+        The result of the check, for programmatic use (``err.result.suspects``).
+
+    Attributes
+    ----------
+    result : CheckResult
+        The result of the check.
+    """
+
+    def __init__(self, message: str, *, result: CheckResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle rebuilds cls(*args), which lacks the keyword-only `result` (see UserCodeError).
+        return (functools.partial(type(self), result=self.result), self.args)
+
+
+class BackendUnavailableError(GradproofError, ImportError):
+    """An optional framework that a gradproof helper needs is not installed.
+
+    Parameters
+    ----------
+    message : str
+        What needed the framework and what to ``pip install``.
+    framework : str
+        The missing framework's top-level module, e.g. ``"torch"`` or ``"jax"``;
+        also stored as ``ImportError.name``.
+
+    Attributes
+    ----------
+    framework : str
+        The missing framework's top-level module.
+    """
+
+    def __init__(self, message: str, *, framework: str) -> None:
+        super().__init__(message, name=framework)
+        self.framework = framework
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (functools.partial(type(self), framework=self.framework), self.args)
 
 
 class GradproofWarning(UserWarning):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import abc
 import importlib
 import math
+import multiprocessing
 import os
 import pickle
 import signal
@@ -327,6 +328,12 @@ class _PoolEngine(Engine):
         return outcome.n_evals
 
 
+def _safe_context() -> BaseContext:
+    """Return the forkserver context where the platform has it, else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 class ProcessEngine(_PoolEngine):
     """Run the evaluations in a pool of worker processes owned by the engine.
 
@@ -342,8 +349,11 @@ class ProcessEngine(_PoolEngine):
         Evaluate this many points per call of ``fun.batch`` when the function
         has one (ignored otherwise).
     mp_context : multiprocessing context, optional
-        How to start the processes, e.g. ``multiprocessing.get_context("spawn")``;
-        the platform's default method by default.
+        How to start the processes, e.g. ``multiprocessing.get_context("spawn")``.
+        By default ``"forkserver"`` where the platform has it, else ``"spawn"``:
+        never a plain ``fork`` of this process, which deadlocks children when
+        the parent runs threads (JAX, PyTorch, a BLAS pool); Python 3.14 makes
+        the same choice.
 
     Notes
     -----
@@ -367,7 +377,7 @@ class ProcessEngine(_PoolEngine):
         mp_context: BaseContext | None = None,
     ) -> None:
         super().__init__(workers, batch_size)
-        self._mp_context = mp_context
+        self._mp_context = mp_context if mp_context is not None else _safe_context()
         self._pool: ProcessPoolExecutor | None = None
 
     @property
