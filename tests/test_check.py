@@ -553,3 +553,14 @@ def test_ctrl_c_while_re_measuring_suspects_is_reported():
     result = check(loss, lambda v: 3 * v, np.ones(3))
     assert result.interrupted
     assert result.suspects == ("params",)  # what was found stays found
+
+
+def test_a_pickled_result_keeps_its_arrays_read_only(network):
+    import pickle
+
+    result = check(network.loss, network.shipped_grad, network.params)
+    restored = pickle.loads(pickle.dumps(result))
+    assert restored.suspects == result.suspects
+    report = restored["W2"]
+    np.testing.assert_array_equal(report.analytic, result["W2"].analytic)
+    assert not report.analytic.flags.writeable and not report.numeric.flags.writeable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -248,6 +250,11 @@ class ParamReport:
     def __post_init__(self) -> None:
         for field in ("analytic", "numeric", "tolerance"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickling bypasses __init__; rebuild through it so the arrays come back read-only.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return (functools.partial(type(self), **fields), ())
 
     @property
     def passed(self) -> bool:
