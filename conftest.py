@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 
 _NEEDS = {
-    "src/gradproof/torch.py": ("torch",),
-    "src/gradproof/jax.py": ("jax",),
+    "src/gradproof/torch": ("torch",),
+    "src/gradproof/jax": ("jax",),
     "src/gradproof/testing.py": ("torch", "jax"),
 }
 

@@ -1,0 +1,276 @@
+"""`fn` on the JAX side: compiled, batched and differentiated, and checked against itself.
+
+See Note [Trust the compiled function], Note [Forward mode] and Note [x64] in
+the docstring of :mod:`gradproof.jax`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradproof.errors import InputError, UserCodeError
+from gradproof.jax._arguments import _Arguments
+from gradproof.jax._convert import _Array, _first_line, _fn_error, _numpy, _x64
+
+if TYPE_CHECKING:
+    from gradproof.jax._loss import _Loss
+
+
+class _Program:
+    """`fn` as a scalar function of the differentiated leaves: compiled, batched, differentiated."""
+
+    def __init__(
+        self, fn: Callable[..., Any], arguments: _Arguments, has_aux: bool, *, x64: bool, jit: bool
+    ) -> None:
+        self.fn = fn
+        self.arguments = arguments
+        self.has_aux = has_aux
+        self.x64 = x64
+        self.jit = jit
+        self.scalar: Callable[..., Any] = jax.jit(self._scalar) if jit else self._scalar
+        self.batched: Callable[..., Any] | None = None
+        self.batch_size = 0
+
+    def outputs(self, leaves: Sequence[Any], data: Sequence[Any] | None = None) -> list[Any]:
+        """Return `fn`'s output leaves at the given differentiated leaves."""
+        out = self.fn(
+            *self.arguments.rebuild(leaves, self.arguments.data if data is None else data)
+        )
+        return list(jax.tree_util.tree_leaves(out[0] if self.has_aux else out))
+
+    def _scalar(self, leaves: Sequence[Any], data: Sequence[Any], cotangent: Sequence[Any]) -> Any:
+        outputs = self.outputs(leaves, data)
+        terms = [
+            jnp.sum(jnp.asarray(u, dtype=out.dtype) * out)
+            for u, out in zip(cotangent, outputs, strict=True)
+        ]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
+
+    def _ready(self, leaves: Sequence[_Array]) -> list[Any]:
+        """Numpy leaves as `fn` takes them: proxies cast back to their JAX dtype (bfloat16)."""
+        out: list[Any] = []
+        for leaf, proxy, dtype in zip(
+            leaves, self.arguments.proxies, self.arguments.dtypes, strict=True
+        ):
+            value = leaf.astype(dtype) if leaf.dtype == proxy and dtype != proxy else leaf
+            out.append(value if self.jit else jnp.asarray(value))
+        return out
+
+    def value(self, leaves: Sequence[_Array], cotangent: Sequence[_Array]) -> _Array:
+        """Return the loss at one point, a numpy scalar of the dtype it was computed in."""
+        with _x64(self.x64):
+            return _numpy(self.scalar(self._ready(leaves), self.arguments.data, cotangent))
+
+    def batch(self, stacked: Sequence[_Array], cotangent: Sequence[_Array]) -> _Array:
+        """Return the loss at ``B`` stacked points, ``batch_size`` per call (padded: one trace)."""
+        assert self.batched is not None
+        size = stacked[0].shape[0]
+        values = []
+        for start in range(0, size, self.batch_size):
+            chunk = [leaf[start : start + self.batch_size] for leaf in stacked]
+            rows = chunk[0].shape[0]
+            if rows < self.batch_size:
+                pad = self.batch_size - rows
+                chunk = [np.concatenate([c, np.repeat(c[:1], pad, axis=0)]) for c in chunk]
+            with _x64(self.x64):
+                out = self.batched(self._ready(chunk), self.arguments.data, cotangent)
+                values.append(_numpy(out)[:rows])
+        return np.concatenate(values)
+
+    def set_up(self, output: list[Any], cotangent: Sequence[_Array], notes: list[str]) -> None:
+        """Evaluate once compiled; run eagerly instead if `fn` does not jit, or jits wrong.
+
+        The compiled value must match `fn`'s own eager `output` (Note [Trust the
+        compiled function]).
+        """
+        point = list(self.arguments.values)
+        terms = [
+            np.asarray(u, np.float64) * np.asarray(out, np.float64)
+            for u, out in zip(cotangent, output, strict=True)
+        ]
+        expected = float(sum(np.sum(t) for t in terms))
+        scale = float(sum(np.sum(np.abs(t)) for t in terms))
+        reason = ""
+        if self.jit:
+            try:
+                compiled = self.value(point, cotangent)
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except Exception as exc:
+                reason = f"`fn` could not be compiled with jax.jit ({_first_line(exc)})"
+            else:
+                rounding = math.sqrt(np.finfo(compiled.dtype).eps) * scale
+                if not abs(float(compiled) - expected) <= rounding:
+                    reason = (
+                        f"`jax.jit` of `fn` returned {float(compiled)!r} where `fn` itself "
+                        f"returns {expected!r} (a miscompilation?)"
+                    )
+            if not reason:
+                return
+        self.jit = False
+        self.scalar = self._scalar
+        try:
+            self.value(point, cotangent)
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise _fn_error(exc) from exc
+        if reason:
+            notes.append(
+                f"{reason}; every evaluation ran eagerly, which is slower. Pass `jit=False` to "
+                "skip the attempt."
+            )
+
+    def set_up_batches(
+        self, batch_size: int, cotangent: Sequence[_Array], notes: list[str]
+    ) -> None:
+        """Compile the vmapped loss and test it against single points; else note the fallback.
+
+        Tested on a batch of copies of the point (what gradproof.check tests first)
+        and on a batch of distinct points near it (Note [Trust the compiled function]).
+        """
+        vmapped = jax.vmap(self._scalar, in_axes=(0, None, None))
+        self.batched = jax.jit(vmapped) if self.jit else vmapped
+        self.batch_size = batch_size
+        # The checks evaluate float64 copies (Note [x64]): compile for those.
+        point = [v.astype(np.float64) if self.x64 else v for v in self.arguments.values]
+        rng = np.random.default_rng(0)
+        moved = [
+            np.concatenate(
+                [
+                    v[None],
+                    v
+                    + 1e-3
+                    * rng.uniform(-1.0, 1.0, size=(batch_size - 1, *v.shape))
+                    * np.maximum(1.0, np.abs(v)),
+                ]
+            ).astype(v.dtype)
+            for v in point
+        ]
+        try:
+            copies = self.batch([np.stack([v, v]) for v in point], cotangent)
+            batched = self.batch(moved, cotangent)
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:
+            self.batched = None
+            notes.append(
+                f"`fn` does not vmap ({_first_line(exc)}); the finite differences were "
+                "evaluated one point per call. Pass `vmap=False` to skip the attempt."
+            )
+            return
+        pairs = [(copies[0], self.value(point, cotangent))]
+        for row in sorted({batch_size // 2, batch_size - 1}):
+            pairs.append((batched[row], self.value([m[row] for m in moved], cotangent)))
+        for got, single in pairs:
+            if not _same_value(float(got), float(single)):
+                self.batched = None
+                notes.append(
+                    f"`jax.vmap` of `fn` returned {float(got)!r} where `fn` returns "
+                    f"{float(single)!r} at the same point, so the finite differences were "
+                    "evaluated one point per call. Pass `vmap=False` to skip the attempt."
+                )
+                return
+
+    def batch_options(self, loss: _Loss) -> dict[str, Any]:
+        """`loss_batch` and `batch_size` for gradproof.check, when batching works."""
+        if self.batched is None:
+            return {}
+        return {"loss_batch": loss.batch, "batch_size": self.batch_size}
+
+    def vjps(self, cotangents: list[list[_Array]]) -> list[list[_Array]]:
+        """Return the analytic gradient for each cotangent: `fn`'s VJP, which runs its bwd rules."""
+        with _x64(self.x64):
+            try:
+                _, pullback = jax.vjp(self.outputs, list(self.arguments.primals))
+                return [
+                    [np.asarray(g, dtype=np.float64) for g in pullback(list(cotangent))[0]]
+                    for cotangent in cotangents
+                ]
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except Exception as exc:
+                raise UserCodeError(
+                    f"Computing `fn`'s gradient with jax.vjp raised {type(exc).__name__}: {exc}\n"
+                    "jax.vjp traces `fn` and runs its custom rules (a custom_vjp's bwd, a "
+                    "custom_jvp's rule): check what they return, and that `fn` can be "
+                    "differentiated by `jax.grad` at all.",
+                    function="vjp",
+                ) from exc
+
+    def jvps(
+        self,
+        cotangent: Sequence[_Array],
+        rng: np.random.Generator,
+        *,
+        explicit: bool,
+        notes: list[str],
+    ) -> tuple[list[_Array], list[float]] | None:
+        """Draw a random tangent per leaf and compute the JVPs along them (Note [Forward mode])."""
+        tangents = [
+            _tangent(v, d, rng)
+            for v, d in zip(self.arguments.values, self.arguments.dtypes, strict=True)
+        ]
+        primals = list(self.arguments.primals)
+        zeros = [jnp.zeros_like(p) for p in primals]
+
+        def scalar(leaves: list[Any]) -> Any:
+            return self._scalar(leaves, self.arguments.data, cotangent)
+
+        # Not compiled, like the VJP: the analytic values never depend on our jit (Note [Trust
+        # the compiled function]). One call per leaf.
+        jvps = []
+        try:
+            for k, tangent in enumerate(tangents):
+                directions = list(zeros)
+                directions[k] = jnp.asarray(tangent, dtype=primals[k].dtype)
+                jvps.append(float(jax.jvp(scalar, (primals,), (directions,))[1]))
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:
+            no_forward = isinstance(exc, TypeError) and "custom_vjp" in str(exc)
+            if not explicit:
+                notes.append(
+                    f"Forward mode was not checked: JAX cannot compute `fn`'s JVP "
+                    f"({_first_line(exc)}). Reverse mode was."
+                    if not no_forward
+                    else "Forward mode was not checked: `fn` uses a custom_vjp, which JAX "
+                    "cannot differentiate in forward mode. Reverse mode (its bwd) was."
+                )
+                return None
+            if no_forward:
+                raise InputError(
+                    "`modes` asks for forward mode, but `fn` uses a custom_vjp, which JAX "
+                    "cannot differentiate in forward mode (jax.jvp). Pass `modes=('rev',)`."
+                ) from exc
+            raise UserCodeError(
+                f"Computing `fn`'s JVP with jax.jvp raised {type(exc).__name__}: {exc}\n"
+                "jax.jvp runs `fn`'s custom_jvp rules: check what they return.",
+                function="jvp",
+            ) from exc
+        return [np.asarray(t, dtype=np.float64) for t in tangents], jvps
+
+
+def _tangent(value: _Array, dtype: np.dtype[Any], rng: np.random.Generator) -> _Array:
+    """Draw a signed random tangent scaled like a directional probe, exact in the leaf's dtype."""
+    size = max(value.size, 1)
+    raw = rng.choice([-1.0, 1.0], size=value.shape) * rng.uniform(0.5, 1.5, size=value.shape)
+    scaled = raw * np.maximum(1.0, np.abs(value.astype(np.float64))) / math.sqrt(size)
+    return np.asarray(scaled.astype(dtype).astype(np.float64))
+
+
+def _same_value(batched: float, single: float) -> bool:
+    """Tell whether a batched value is the single one, by gradproof.check's test of `loss_batch`."""
+    if not math.isfinite(single):
+        return not math.isfinite(batched)
+    tolerance = 64 * float(np.finfo(np.float64).eps) * max(abs(single), 1.0) + 1e-6 * abs(single)
+    return abs(batched - single) <= tolerance

@@ -1,0 +1,91 @@
+"""Tensors and numpy arrays: copies both ways, dtypes, random tensors, exceptions in words.
+
+The random tensors follow Note [Random cotangents] in the docstring of
+:mod:`gradproof.torch`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from gradproof.errors import GradproofError, InputError, UserCodeError
+
+if TYPE_CHECKING:
+    from gradproof.torch._problem import _Problem
+
+_TORCH_TO_NUMPY: dict[torch.dtype, type[np.floating[Any]]] = {
+    torch.float16: np.float16,
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+}
+
+Array = npt.NDArray[Any]
+
+
+def _numpy_dtype(dtype: torch.dtype, name: str) -> type[np.floating[Any]]:
+    if dtype not in _TORCH_TO_NUMPY:
+        raise InputError(
+            f"`{name}` has dtype {dtype}, which numpy cannot hold for the finite differences; "
+            "use precision='auto' (float64 copies) or convert it with `.double()`."
+        )
+    return _TORCH_TO_NUMPY[dtype]
+
+
+def _to_numpy(tensor: torch.Tensor) -> Array:
+    return np.array(tensor.detach().cpu().numpy(), copy=True)
+
+
+def _to_torch(array: Array, like: torch.Tensor) -> torch.Tensor:
+    """Copy an array into a new tensor (never a view of gradproof's vector) like `like`."""
+    return torch.tensor(np.asarray(array), dtype=like.dtype, device=like.device)
+
+
+def _is_low_float(value: object) -> bool:
+    return (
+        isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype.itemsize < 8
+    )
+
+
+def _random_like(
+    rng: np.random.Generator, shape: tuple[int, ...], problem: _Problem | None = None
+) -> torch.Tensor:
+    """Random signs times sizes uniform in [0.5, 1.5) (Note [Random cotangents]), float64."""
+    values = rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 1.5, size=shape)
+    device = problem.device if problem is not None else None
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def _describe_error(error: BaseException) -> str:
+    """Name an exception by its type and the first sentence of its message."""
+    lines = str(error).strip().splitlines()
+    sentence = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return f"{type(error).__name__}: {sentence}"
+
+
+def _backward_error(
+    exc: RuntimeError, names: Sequence[str], *, second_order: bool = False
+) -> GradproofError:
+    """Turn a failing backward into InputError (a malformed gradient) or UserCodeError."""
+    message = str(exc)
+    shape = re.search(r"invalid gradient at index (\d+) - (.*)", message)
+    if shape:
+        index = int(shape.group(1))
+        which = f"`{names[index]}`" if index < len(names) else f"input {index}"
+        return InputError(
+            f"The backward returned a malformed gradient for {which}: {shape.group(2).strip()}. "
+            "A gradient has its input's shape, dtype and device; if its shape is transposed, "
+            "check the order of the product in the backward (`grad_output @ w.T`, not `w @ ...`)."
+        )
+    if second_order and ("once_differentiable" in message or "does not require grad" in message):
+        return InputError(
+            f"The backward cannot be differentiated ({_describe_error(exc)}), so its second "
+            "order cannot be checked. Write the backward with differentiable torch "
+            "operations (no `@once_differentiable`), or leave `second_order=False`."
+        )
+    return UserCodeError(f"The backward raised {_describe_error(exc)}", function="grad")
