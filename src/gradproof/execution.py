@@ -585,25 +585,29 @@ def _sample_single(
     """One evaluation per call, as :func:`gradproof.finite_diff.sample` does it."""
     k, m = points.shape
     values = np.full((k, m), np.nan)
+    # Python ints and floats index and fill numpy arrays faster than numpy scalars do; this
+    # loop runs once per evaluation, and its cost is the overhead of a whole sweep.
+    targets, rows = indices.tolist(), points.T.tolist()
+    measured: list[list[float]] = []
     n_evals = 0
-    done = 0
+    interrupted = False
     try:
-        for c in range(m):
-            i = indices[c]
+        for i, row in zip(targets, rows, strict=True):
             original = work[i]
-            row = []
+            found = []
             try:
-                for j in range(k):
-                    work[i] = points[j, c]
+                for point in row:
+                    work[i] = point
                     n_evals += 1
-                    row.append(fun(work))
+                    found.append(fun(work))
             finally:
                 work[i] = original
-            values[:, c] = row
-            done = c + 1
+            measured.append(found)
     except KeyboardInterrupt:
-        return _ChunkOutcome(values, done, n_evals, interrupted=True)
-    return _ChunkOutcome(values, done, n_evals, interrupted=False)
+        interrupted = True
+    if measured:
+        values[:, : len(measured)] = np.array(measured, dtype=np.float64).T
+    return _ChunkOutcome(values, len(measured), n_evals, interrupted=interrupted)
 
 
 def _sample_batched(

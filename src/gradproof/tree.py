@@ -114,7 +114,7 @@ class ParamTree:
     array([0., 0.])
     """
 
-    __slots__ = ("_assemble", "_last", "_node", "_views", "leaves", "size")
+    __slots__ = ("_assemble", "_flat", "_last", "_node", "_views", "leaves", "size")
 
     def __init__(self, node: _Node, leaves: tuple[Leaf, ...]) -> None:
         self._node = node
@@ -123,7 +123,12 @@ class ParamTree:
         # unflatten runs once per loss evaluation: its plan is worked out here, once.
         self._assemble = _compile(node)
         self._views = all(leaf.kind == "array" and leaf.dtype == np.float64 for leaf in leaves)
-        self._last: tuple[npt.NDArray[Any], list[Any]] | None = None
+        self._last: tuple[npt.NDArray[Any], list[Any], Any] | None = None
+        # Each call gets a fresh container (the loss may change it): a one-level container of
+        # leaves is copied from the last one, a nested one is assembled again.
+        self._flat = node[0] in ("dict", "list") and all(
+            child[0] == "leaf" for child in _children(node)
+        )
 
     def __getstate__(self) -> tuple[_Node, tuple[Leaf, ...]]:
         return self._node, self.leaves
@@ -212,13 +217,13 @@ class ParamTree:
             # A sweep rebuilds from the same work vector every time: its views are reused, and
             # only the container around them is new.
             last = self._last
-            if last is not None and last[0] is vector:
-                return self._assemble(last[1])
-            built = [
-                vector[leaf.offset : leaf.offset + leaf.size].reshape(leaf.shape)
-                for leaf in self.leaves
-            ]
-            self._last = (vector, built)
+            if last is None or last[0] is not vector:
+                built = [
+                    vector[leaf.offset : leaf.offset + leaf.size].reshape(leaf.shape)
+                    for leaf in self.leaves
+                ]
+                last = self._last = (vector, built, self._assemble(built))
+            return last[2].copy() if self._flat else self._assemble(last[1])
         elif np.iscomplexobj(vector):
             built = [_build_complex_leaf(leaf, vector[leaf.span]) for leaf in self.leaves]
         else:
@@ -418,6 +423,12 @@ def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
 
 
 # -- structure --------------------------------------------------------------------------------
+def _children(node: _Node) -> tuple[_Node, ...]:
+    if node[0] == "leaf":
+        return ()
+    return tuple(node[2] if node[0] in ("dict", "namedtuple") else node[1])
+
+
 def _compile(node: _Node) -> Callable[[list[Any]], Any]:
     """Turn a container node into a function that assembles the container from built leaves."""
     tag = node[0]
