@@ -1,8 +1,8 @@
-"""Collect the doctests of the framework adapters only where their framework is installed.
+"""Collect the doctests of optional parts only where what they need is installed.
 
-The test suite's own adapter tests skip themselves without torch or JAX; the
-doctests in ``src/gradproof`` cannot, so their modules are left out instead.
-CI installs both frameworks, so everything runs there.
+The test suite's own tests of the adapters skip themselves without torch or
+JAX; the doctests in ``src/gradproof`` cannot, so their modules are left out
+instead. CI installs torch, JAX and matplotlib, so everything runs there.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ _NEEDS = {
     "src/gradproof/torch": ("torch",),
     "src/gradproof/jax": ("jax",),
     "src/gradproof/testing.py": ("torch", "jax"),
+    "src/gradproof/plots.py": ("matplotlib",),
 }
 
 collect_ignore = [
