@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,3 +46,62 @@ def demo() -> None:
     console = Console(highlight=False, soft_wrap=True)
     result = run_demo(lambda text: console.print(text, markup=False))
     raise typer.Exit(code=0 if result.passed else 1)
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A CSV of labelled transactions (an is_fraud column of 0/1 and numeric "
+            "features); synthetic payments by default.",
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 20,
+    guard_every: Annotated[
+        int, typer.Option(min=1, help="Check the gradient at step 1 and every this many steps.")
+    ] = 250,
+    plant_bug: Annotated[
+        bool,
+        typer.Option(
+            "--plant-bug", help="Plant a bug in the backward pass and watch the guard stop it."
+        ),
+    ] = False,
+    bug: Annotated[
+        str,
+        typer.Option(
+            help="Which bug --plant-bug plants: dW2-doubled, db1-times-4, no-l2-in-dW1, "
+            "dropout-mask-missing or sample-weights-ignored (gradproof.models.BUGS)."
+        ),
+    ] = "dW2-doubled",
+    output: Annotated[
+        Path, typer.Option(help="Folder for the saved model, its metrics and the learning curve.")
+    ] = Path("gradproof-train"),
+    seed: Annotated[int, typer.Option(help="Seed of the data, training and dropout.")] = 0,
+) -> None:
+    """Train the fraud-detection model with a gradient guard watching its backward pass.
+
+    Exit code 0: trained, every gradient check passed. 1: the guard found a wrong
+    gradient and stopped training. 2: bad input (a CSV that cannot be read).
+    """
+    from gradproof.errors import InputError
+    from gradproof.fraud_training import run_training
+
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        run = run_training(
+            data_path=data,
+            epochs=epochs,
+            guard_every=guard_every,
+            plant_bug=bug if plant_bug else None,
+            output=output,
+            seed=seed,
+            write=lambda text: console.print(text, markup=False),
+        )
+    except InputError as error:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"gradproof train: {error}", markup=False
+        )
+        raise typer.Exit(code=2) from None
+    raise typer.Exit(code=run.exit_code)

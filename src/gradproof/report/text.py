@@ -239,8 +239,8 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
 def _wrong_count(report: ParamReport) -> str:
     if report.strategy == "directional" and report.n_failed:
         return (
-            f"{report.n_failed} wrong entr{'y' if report.n_failed == 1 else 'ies'} found by "
-            f"localisation among {report.n_entries}"
+            f"{report.n_failed} wrong of the {report.n_checked} entries measured one by one "
+            f"after its probe failed, out of {report.n_entries}"
         )
     if report.n_failed:
         return f"{report.n_failed} of {report.n_checked} entries wrong"
