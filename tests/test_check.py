@@ -564,3 +564,16 @@ def test_a_pickled_result_keeps_its_arrays_read_only(network):
     report = restored["W2"]
     np.testing.assert_array_equal(report.analytic, result["W2"].analytic)
     assert not report.analytic.flags.writeable and not report.numeric.flags.writeable
+
+
+def test_the_pass_through_options_are_options_of_check():
+    import inspect
+
+    from gradproof.check import PASS_THROUGH_OPTIONS
+
+    keywords = {
+        name
+        for name, parameter in inspect.signature(check).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert keywords >= PASS_THROUGH_OPTIONS

@@ -81,6 +81,7 @@ __all__ = [
     "MAX_LISTED_ENTRIES",
     "METHODS",
     "MODES",
+    "PASS_THROUGH_OPTIONS",
     "NondeterministicLossError",
     "check",
 ]
@@ -93,6 +94,26 @@ METHODS = ("central", "forward", "backward", "central4", "richardson", "complex"
 
 MODES = ("auto", "full", "directional", "sampled")
 """The strategies :func:`check` accepts (Note [Choosing a strategy])."""
+
+PASS_THROUGH_OPTIONS = frozenset(
+    {
+        "atol",
+        "eps",
+        "executor",
+        "max_evals",
+        "method",
+        "mode",
+        "n_probes",
+        "n_samples",
+        "noise",
+        "progress",
+        "rel_step",
+        "rtol",
+        "time_budget",
+    }
+)
+"""Options of :func:`check` that code building the loss itself (the adapters, the guards)
+passes through unchanged."""
 
 AUTO_FULL_ENTRIES = 10_000
 """Without a budget, ``mode="auto"`` sweeps every entry of models up to this size."""

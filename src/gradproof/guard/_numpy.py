@@ -8,31 +8,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gradproof._typing import GradFunction, LossFunction, Params
-from gradproof.check import check
+from gradproof.check import PASS_THROUGH_OPTIONS, check
 from gradproof.errors import InputError
 from gradproof.guard._core import _Guard
 from gradproof.results import CheckResult
 
 __all__ = ["GradientGuard"]
 
-_NUMPY_OPTIONS = frozenset(
-    {
-        "atol",
-        "eps",
-        "executor",
-        "max_evals",
-        "method",
-        "mode",
-        "n_probes",
-        "n_samples",
-        "noise",
-        "precision",
-        "progress",
-        "rel_step",
-        "rtol",
-        "time_budget",
-    }
-)
+_NUMPY_OPTIONS = PASS_THROUGH_OPTIONS | {"precision"}
 """The options of :func:`gradproof.check` a :class:`GradientGuard` passes through."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gradproof.check import PASS_THROUGH_OPTIONS
 from gradproof.errors import InputError
 from gradproof.guard._core import _Guard
 from gradproof.results import CheckResult
@@ -14,26 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TORCH_OPTIONS", "TorchGradientGuard"]
 
-TORCH_OPTIONS = frozenset(
-    {
-        "atol",
-        "batch_size",
-        "eps",
-        "executor",
-        "max_evals",
-        "method",
-        "mode",
-        "n_probes",
-        "n_samples",
-        "noise",
-        "precision",
-        "progress",
-        "rel_step",
-        "rtol",
-        "time_budget",
-        "vmap",
-    }
-)
+TORCH_OPTIONS = PASS_THROUGH_OPTIONS | {"batch_size", "precision", "vmap"}
 """The options of :func:`gradproof.torch.check_module` a PyTorch guard passes through."""
 
 

@@ -7,26 +7,10 @@ from typing import Any
 
 import torch
 
+from gradproof.check import PASS_THROUGH_OPTIONS
 from gradproof.errors import InputError
 
-CHECK_OPTIONS = frozenset(
-    {
-        "atol",
-        "batch_size",
-        "eps",
-        "executor",
-        "max_evals",
-        "method",
-        "mode",
-        "n_probes",
-        "n_samples",
-        "noise",
-        "progress",
-        "rel_step",
-        "rtol",
-        "time_budget",
-    }
-)
+CHECK_OPTIONS = PASS_THROUGH_OPTIONS | {"batch_size"}
 """The options of :func:`gradproof.check` that the adapters pass through unchanged."""
 
 JACOBIAN_CHOICES = ("auto", "full", "random")
