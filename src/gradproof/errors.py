@@ -50,7 +50,8 @@ class UserCodeError(GradproofError, RuntimeError):
     function : str
         Which of the caller's functions failed: ``"loss"``, ``"grad"`` or
         ``"loss_batch"`` for :func:`gradproof.check`; ``"fn"``, ``"vjp"`` or
-        ``"jvp"`` for the framework adapters.
+        ``"jvp"`` for the framework adapters; ``"import"`` or ``"params"`` when
+        ``gradproof check`` imports the user's file or calls its parameter function.
     """
 
     def __init__(self, message: str, *, function: str) -> None:

@@ -1,0 +1,245 @@
+"""Terminal report of a check, drawn with rich: colour, a table and a closing verdict.
+
+The command line uses it when its output is a terminal; redirected output gets
+the plain text of :func:`gradproof.report.text.render_result` instead. rich is
+part of the ``cli`` extra and is imported only by this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gradproof.report.text import (
+    _REASON_TEXT,
+    ENTRIES_SHOWN,
+    _coverage_line,
+    _entry_rows,
+    _headline,
+    _num,
+    _param_row,
+    _wrong_count,
+)
+from gradproof.results import CheckResult, ParamReport, Verdict
+
+__all__ = ["VERDICT_STYLE", "print_result", "render_renderable"]
+
+VERDICT_STYLE: Mapping[Verdict, str] = {
+    Verdict.PASS: "bold green",
+    Verdict.FAIL: "bold red",
+    Verdict.INCONCLUSIVE: "bold yellow",
+}
+"""The colour of each verdict."""
+
+
+def _param_table(result: CheckResult) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        header_style="bold",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for header, justify in [
+        ("parameter", "left"),
+        ("shape", "left"),
+        ("verdict", "left"),
+        ("rel. diff", "right"),
+        ("err/tol", "right"),
+        ("worst entry", "left"),
+        ("analytic", "right"),
+        ("numeric", "right"),
+    ]:
+        table.add_column(
+            header,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=header not in ("parameter", "worst entry"),
+            min_width=len(header) if header == "parameter" else None,
+        )
+    for report in result.params:
+        row = _param_row(report)
+        cells: list[RenderableType] = [Text(cell) for cell in row]
+        cells[2] = Text(row[2], style=VERDICT_STYLE[report.verdict])
+        table.add_row(*cells)
+    return table
+
+
+def _entry_table(headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(show_edge=False, header_style="dim", pad_edge=False, box=None)
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
+    diagnosis = report.diagnosis
+    summary = diagnosis.summary if diagnosis else "wrong"
+    parts: list[RenderableType] = [
+        Text.assemble(("  " + report.name, "bold red"), f": {summary} ({_wrong_count(report)})")
+    ]
+    if diagnosis:
+        parts.append(Padding(Text("hint: " + diagnosis.hint, style="cyan"), (0, 0, 0, 4)))
+    shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
+    if shown:
+        parts.append(
+            Padding(
+                _entry_table(
+                    ["entry", "analytic", "numeric", "|error|", "tolerance"], _entry_rows(shown)
+                ),
+                (0, 0, 0, 4),
+                expand=False,
+            )
+        )
+    hidden = report.n_failed - len(shown)
+    if hidden:
+        parts.append(Text(f"    ... {hidden} more wrong entr{'y' if hidden == 1 else 'ies'}"))
+    return parts
+
+
+def _inconclusive(report: ParamReport, verbose: bool) -> list[RenderableType]:
+    entries = report.inconclusive_entries
+    shown = entries if verbose else entries[:ENTRIES_SHOWN]
+    rows = [
+        [e.name, _num(e.analytic, 6), _num(e.left, 6), _num(e.right, 6), _REASON_TEXT[e.reason]]
+        for e in shown
+    ]
+    parts: list[RenderableType] = [
+        Text.assemble(
+            ("  " + report.name, "bold yellow"),
+            f": {report.n_inconclusive} of {report.n_checked} entries",
+        ),
+        Padding(
+            _entry_table(["entry", "analytic", "left", "right", "why"], rows),
+            (0, 0, 0, 4),
+            expand=False,
+        ),
+    ]
+    hidden = report.n_inconclusive - len(shown)
+    if hidden:
+        parts.append(
+            Text(f"    ... {hidden} more inconclusive entr{'y' if hidden == 1 else 'ies'}")
+        )
+    return parts
+
+
+def render_renderable(
+    result: CheckResult, *, verbose: bool = False, title: str = "gradproof check"
+) -> Group:
+    """Build the rich renderable of a check's report.
+
+    Parameters
+    ----------
+    result : CheckResult
+        The result to show.
+    verbose : bool, optional
+        List every recorded wrong or inconclusive entry, and every probe.
+    title : str, optional
+        The header panel's title, e.g. what was checked.
+
+    Returns
+    -------
+    rich.console.Group
+        A header panel, the per-parameter table, the diagnosis of each wrong
+        parameter with its hint, the inconclusive entries, notes, how the
+        check ran, and a closing one-line verdict.
+    """
+    style = VERDICT_STYLE[result.verdict]
+    header = Panel(
+        Text(
+            f"{len(result.params)} parameters, {result.n_entries} entries; mode {result.mode}, "
+            f"{result.method} differences, step {result.step}, rtol {result.rtol:.3g}"
+            + (f", atol {result.atol:.3g}" if result.atol else "")
+            + (f", seed {result.seed}" if result.seed is not None else "")
+        ),
+        title=Text(title),
+        title_align="left",
+        border_style=style.replace("bold ", ""),
+    )
+    parts: list[RenderableType] = [header, _param_table(result)]
+
+    wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
+    if wrong:
+        parts += [Text(""), Text("Diagnosis", style="bold")]
+    for report in wrong:
+        parts += _diagnosis(report, verbose)
+
+    inconclusive = [p for p in result.params if p.n_inconclusive]
+    if inconclusive:
+        parts += [Text(""), Text("Inconclusive entries (not counted as wrong)", style="bold")]
+    for report in inconclusive:
+        parts += _inconclusive(report, verbose)
+
+    probed = [p for p in result.params if p.probes and (verbose or p.verdict is not Verdict.PASS)]
+    if probed:
+        parts += [Text(""), Text("Directional probes", style="bold")]
+        table = _entry_table(
+            ["probe", "analytic", "numeric", "|error|", "tolerance", "verdict"], []
+        )
+        for report in probed:
+            for probe in report.probes:
+                table.add_row(
+                    probe.name,
+                    _num(probe.analytic, 6),
+                    _num(probe.numeric, 6),
+                    _num(abs(probe.analytic - probe.numeric), 2),
+                    _num(probe.tolerance, 2),
+                    Text(probe.verdict.value, style=VERDICT_STYLE[probe.verdict]),
+                )
+        parts.append(Padding(table, (0, 0, 0, 2), expand=False))
+
+    if result.notes:
+        parts += [Text(""), Text("Notes", style="bold")]
+        parts += [Text(f"  - {note}") for note in result.notes]
+
+    refined = (
+        f" ({result.n_refined} entries re-measured at smaller steps)" if result.n_refined else ""
+    )
+    parts += [
+        Text(""),
+        Text(
+            f"Relative difference, all entries: {_num(result.relative_difference, 6)}; "
+            + (
+                f"margin {result.margin:.3g}×. "
+                if result.passed and result.margin != float("inf")
+                else ""
+            )
+            + _coverage_line(result, refined),
+            style="dim",
+        ),
+        Text(""),
+        Text(_headline(result), style=style),
+    ]
+    return Group(*parts)
+
+
+def print_result(
+    result: CheckResult,
+    console: Console | None = None,
+    *,
+    verbose: bool = False,
+    title: str = "gradproof check",
+) -> None:
+    """Print a check's report to a rich console (stdout by default).
+
+    Parameters
+    ----------
+    result : CheckResult
+        The result to show.
+    console : rich.console.Console, optional
+        Where to print it.
+    verbose : bool, optional
+        See :func:`render_renderable`.
+    title : str, optional
+        See :func:`render_renderable`.
+    """
+    (console or Console(highlight=False)).print(
+        render_renderable(result, verbose=verbose, title=title)
+    )

@@ -1,0 +1,163 @@
+"""Figures of a check: the data they draw, and the PNG files written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradproof import check, course
+from gradproof.results import Verdict
+
+pytest.importorskip("matplotlib")
+
+from gradproof import plots
+from gradproof.stepsweep import default_entry, step_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def course_case():
+    X, Y, params = course.gradient_check_n_test_case()
+
+    def loss(p):
+        cost, _ = course.forward_propagation_n(X, Y, p)
+        return float(cost)
+
+    def grad(p):
+        _, cache = course.forward_propagation_n(X, Y, p)
+        return course.parameter_gradients(course.backward_propagation_n(X, Y, cache))
+
+    return loss, grad, params
+
+
+@pytest.fixture(scope="module")
+def course_result():
+    loss, grad, params = course_case()
+    return check(loss, grad, params), loss, params
+
+
+def transposed_case():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(4, 4))
+    x = rng.normal(size=4)
+    params = {"W": rng.normal(size=(4, 4)), "b": rng.normal(size=4)}
+
+    def loss(p):
+        return float(np.sum((p["W"] @ x + p["b"] - A[0]) ** 2) + np.sum(A * p["W"]))
+
+    def grad(p):
+        r = p["W"] @ x + p["b"] - A[0]
+        dW = 2 * np.outer(r, x) + A
+        return {"W": dW.T, "b": 2 * r}  # the bug: dW transposed
+
+    return loss, grad, params
+
+
+def test_error_ratios_mark_exactly_the_wrong_entries(course_result):
+    result, _, _ = course_result
+    for report in result.params:
+        ratios = plots.error_ratios(report)
+        assert ratios.shape == report.shape
+        wrong = {tuple(int(i) for i in idx) for idx in np.argwhere(ratios > 1)}
+        assert len(wrong) == report.n_failed
+        assert {e.index for e in report.failures} <= wrong
+
+
+def test_tensor_ratios_put_the_wrong_tensors_past_one(course_result):
+    result, _, _ = course_result
+    rows = plots.tensor_ratios(result)
+    assert [name for name, _, _ in rows] == [p.name for p in result.params]
+    past_one = {name for name, ratio, _ in rows if ratio > 1}
+    assert past_one == set(result.suspects) == {"W2", "b1"}
+    assert all(v is Verdict.FAIL for name, _, v in rows if name in past_one)
+
+
+def test_transposed_gradient_shows_an_antisymmetric_heat_map():
+    loss, grad, params = transposed_case()
+    result = check(loss, grad, params)
+    report = result["W"]
+    assert report.verdict is Verdict.FAIL
+    matrix = plots.error_matrix(report)
+    assert matrix.shape == (4, 4)
+    assert np.allclose(np.diag(matrix), 0.0, atol=1.0)  # the diagonal is right
+    off = ~np.eye(4, dtype=bool)
+    wrong = np.abs(matrix) > 1
+    assert wrong[off].sum() >= 10
+    # (a - n) with a = n.T is antisymmetric: every wrong entry has its mirror, of opposite sign.
+    assert np.array_equal(wrong, wrong.T)
+    assert np.all(np.sign(matrix[wrong]) == -np.sign(matrix.T[wrong]))
+    difference = report.analytic - report.numeric
+    assert np.allclose(difference, -difference.T, atol=1e-6)
+    with pytest.raises(ValueError, match="matrix"):
+        plots.error_matrix(result["b"])
+
+
+def test_step_sweep_is_a_v_around_the_chosen_step():
+    def loss(p):
+        return float(np.sum(np.exp(np.sin(p))))
+
+    x = np.array([0.3, 1.7, -0.4])
+    exact = float(np.exp(np.sin(1.7)) * np.cos(1.7))
+    sweep = step_sweep(loss, x, "params[1]", analytic_value=exact)
+    assert sweep.entry == "params[1]"
+    assert sweep.reference_kind == "analytic"
+    errors = sweep.errors
+    best = int(np.argmin(errors))
+    assert 0 < best < len(errors) - 1
+    # round-off on the left: much worse at the smallest step; truncation on the right
+    assert errors[0] > 1e3 * errors[best]
+    assert errors[-1] > 1e3 * errors[best]
+    assert np.all(np.diff(errors[best:]) > 0)  # truncation error grows steadily
+    assert abs(np.log10(sweep.best_step) - np.log10(sweep.chosen_step)) <= 2
+    # the extrapolated reference agrees with the exact derivative
+    extrapolated = step_sweep(loss, x, "params[1]", against="extrapolated")
+    assert abs(extrapolated.reference - exact) < 1e-9
+    assert abs(np.log10(extrapolated.best_step) - np.log10(sweep.chosen_step)) <= 2
+
+
+def test_step_sweep_defaults_to_the_worst_entry(course_result):
+    result, loss, params = course_result
+    name = default_entry(result)
+    worst = max(result.params, key=lambda p: p.error_ratio)
+    assert name == worst.failures[0].name
+    sweep = step_sweep(loss, params, result=result, against="extrapolated")
+    assert sweep.entry == name
+    assert sweep.analytic is not None
+    # the analytic value is far off: the gap dwarfs the sweep's best error
+    assert abs(sweep.analytic - sweep.reference) > 1e3 * float(np.min(sweep.errors))
+
+
+def test_step_sweep_rejects_an_unknown_entry():
+    from gradproof.errors import InputError
+
+    with pytest.raises(InputError, match="no entry"):
+        step_sweep(lambda p: float(np.sum(p**2)), np.ones(3), "params[7]")
+
+
+def test_figures_are_matplotlib_figures(course_result):
+    import matplotlib.pyplot as plt
+
+    result, _, _ = course_result
+    for figure in (
+        plots.plot_relative_differences(result),
+        plots.plot_analytic_vs_numeric(result["W2"]),
+        plots.plot_error_heatmap(result["W1"]),
+    ):
+        assert figure.axes
+        plt.close(figure)
+
+
+def test_write_figures_writes_valid_pngs(course_result, tmp_path):
+    result, loss, params = course_result
+    paths = plots.write_figures(result, tmp_path / "figs", loss=loss, params=params)
+    names = [p.name for p in paths]
+    assert names[:2] == ["relative_differences.png", "analytic_vs_numeric.png"]
+    assert "heatmap_W1.png" in names and "heatmap_W2.png" in names
+    assert any(n.startswith("step_sweep_") for n in names)
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC)
+        assert len(data) > 5_000
+    # without the loss, no step sweep (it needs new evaluations)
+    again = plots.write_figures(result, tmp_path / "nosweep")
+    assert not any(p.name.startswith("step_sweep") for p in again)
