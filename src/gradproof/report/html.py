@@ -21,12 +21,18 @@ import numpy as np
 from gradproof._typing import Params
 from gradproof.errors import BackendUnavailableError
 from gradproof.report.text import (
-    _REASON_TEXT,
+    _ENTRY_HEADERS,
+    _INCONCLUSIVE_HEADERS,
+    _PARAM_HEADERS,
+    _PROBE_HEADERS,
     _VERDICT_LABEL,
     _coverage_line,
+    _entry_rows,
     _headline,
+    _inconclusive_rows,
     _num,
     _param_row,
+    _probe_cells,
     _wrong_count,
 )
 from gradproof.results import CheckResult, Verdict
@@ -84,19 +90,9 @@ def _table(
 
 
 def _parameters_section(result: CheckResult) -> str:
-    headers = [
-        "parameter",
-        "shape",
-        "verdict",
-        "rel. diff",
-        "err/tol",
-        "worst entry",
-        "analytic",
-        "numeric",
-    ]
     rows = [_param_row(p) for p in result.params]
     return "<h2>Parameters</h2>" + _table(
-        headers, rows, row_classes=[p.verdict.value for p in result.params], verdict_column=2
+        _PARAM_HEADERS, rows, row_classes=[p.verdict.value for p in result.params], verdict_column=2
     )
 
 
@@ -114,17 +110,7 @@ def _diagnosis_section(result: CheckResult) -> str:
         if diagnosis:
             parts.append(f'<p class="hint">{escape(diagnosis.hint)}</p>')
         if report.failures:
-            rows = [
-                [
-                    e.name,
-                    _num(e.analytic, 6),
-                    _num(e.numeric, 6),
-                    _num(e.error, 2),
-                    _num(e.tolerance, 2),
-                ]
-                for e in report.failures
-            ]
-            parts.append(_table(["entry", "analytic", "numeric", "|error|", "tolerance"], rows))
+            parts.append(_table(_ENTRY_HEADERS, _entry_rows(report.failures)))
             hidden = report.n_failed - len(report.failures)
             if hidden > 0:
                 parts.append(f"<p>… {hidden} more wrong entries not listed.</p>")
@@ -140,17 +126,7 @@ def _inconclusive_section(result: CheckResult) -> str:
         parts.append(
             f"<h3>{escape(report.name)}: {report.n_inconclusive} of {report.n_checked} entries</h3>"
         )
-        rows = [
-            [
-                e.name,
-                _num(e.analytic, 6),
-                _num(e.left, 6),
-                _num(e.right, 6),
-                _REASON_TEXT.get(e.reason, e.reason),
-            ]
-            for e in report.inconclusive_entries
-        ]
-        parts.append(_table(["entry", "analytic", "left", "right", "why"], rows))
+        parts.append(_table(_INCONCLUSIVE_HEADERS, _inconclusive_rows(report.inconclusive_entries)))
     return "".join(parts)
 
 
@@ -161,21 +137,11 @@ def _probes_section(result: CheckResult) -> str:
     rows, classes = [], []
     for report in probed:
         for probe in report.probes:
-            rows.append(
-                [
-                    probe.name,
-                    _num(probe.analytic, 6),
-                    _num(probe.numeric, 6),
-                    _num(abs(probe.analytic - probe.numeric), 2),
-                    _num(probe.tolerance, 2),
-                    _VERDICT_LABEL[probe.verdict],
-                ]
-            )
+            rows.append([*_probe_cells(probe), _VERDICT_LABEL[probe.verdict]])
             classes.append(probe.verdict.value)
-    headers = ["probe", "analytic", "numeric", "|error|", "tolerance", "verdict"]
     return (
         "<h2>Directional probes</h2><p>The gradient along random signed directions.</p>"
-        + _table(headers, rows, row_classes=classes, verdict_column=5)
+        + _table(_PROBE_HEADERS, rows, row_classes=classes, verdict_column=5)
     )
 
 

@@ -7,7 +7,7 @@ part of the ``cli`` extra and is imported only by this module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -17,13 +17,18 @@ from rich.table import Table
 from rich.text import Text
 
 from gradproof.report.text import (
-    _REASON_TEXT,
+    _ENTRY_HEADERS,
+    _INCONCLUSIVE_HEADERS,
+    _PARAM_HEADERS,
+    _PROBE_HEADERS,
     ENTRIES_SHOWN,
     _coverage_line,
     _entry_rows,
     _headline,
+    _inconclusive_rows,
     _num,
     _param_row,
+    _probe_cells,
     _wrong_count,
 )
 from gradproof.results import CheckResult, ParamReport, Verdict
@@ -46,16 +51,8 @@ def _param_table(result: CheckResult) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    for header, justify in [
-        ("parameter", "left"),
-        ("shape", "left"),
-        ("verdict", "left"),
-        ("rel. diff", "right"),
-        ("err/tol", "right"),
-        ("worst entry", "left"),
-        ("analytic", "right"),
-        ("numeric", "right"),
-    ]:
+    justified = ("left", "left", "left", "right", "right", "left", "right", "right")
+    for header, justify in zip(_PARAM_HEADERS, justified, strict=True):
         table.add_column(
             header,
             justify=justify,  # type: ignore[arg-type]
@@ -70,7 +67,7 @@ def _param_table(result: CheckResult) -> Table:
     return table
 
 
-def _entry_table(headers: list[str], rows: list[list[str]]) -> Table:
+def _entry_table(headers: Sequence[str], rows: list[list[str]]) -> Table:
     table = Table(show_edge=False, header_style="dim", pad_edge=False, box=None)
     for header in headers:
         table.add_column(header)
@@ -91,9 +88,7 @@ def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
     if shown:
         parts.append(
             Padding(
-                _entry_table(
-                    ["entry", "analytic", "numeric", "|error|", "tolerance"], _entry_rows(shown)
-                ),
+                _entry_table(_ENTRY_HEADERS, _entry_rows(shown)),
                 (0, 0, 0, 4),
                 expand=False,
             )
@@ -107,17 +102,13 @@ def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
 def _inconclusive(report: ParamReport, verbose: bool) -> list[RenderableType]:
     entries = report.inconclusive_entries
     shown = entries if verbose else entries[:ENTRIES_SHOWN]
-    rows = [
-        [e.name, _num(e.analytic, 6), _num(e.left, 6), _num(e.right, 6), _REASON_TEXT[e.reason]]
-        for e in shown
-    ]
     parts: list[RenderableType] = [
         Text.assemble(
             ("  " + report.name, "bold yellow"),
             f": {report.n_inconclusive} of {report.n_checked} entries",
         ),
         Padding(
-            _entry_table(["entry", "analytic", "left", "right", "why"], rows),
+            _entry_table(_INCONCLUSIVE_HEADERS, _inconclusive_rows(shown)),
             (0, 0, 0, 4),
             expand=False,
         ),
@@ -180,17 +171,11 @@ def render_renderable(
     probed = [p for p in result.params if p.probes and (verbose or p.verdict is not Verdict.PASS)]
     if probed:
         parts += [Text(""), Text("Directional probes", style="bold")]
-        table = _entry_table(
-            ["probe", "analytic", "numeric", "|error|", "tolerance", "verdict"], []
-        )
+        table = _entry_table(_PROBE_HEADERS, [])
         for report in probed:
             for probe in report.probes:
                 table.add_row(
-                    probe.name,
-                    _num(probe.analytic, 6),
-                    _num(probe.numeric, 6),
-                    _num(abs(probe.analytic - probe.numeric), 2),
-                    _num(probe.tolerance, 2),
+                    *_probe_cells(probe),
                     Text(probe.verdict.value, style=VERDICT_STYLE[probe.verdict]),
                 )
         parts.append(Padding(table, (0, 0, 0, 2), expand=False))

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gradproof.results import CheckResult, EntryReport, ParamReport, ProbeReport, Verdict
+from gradproof.results import (
+    CheckResult,
+    EntryReport,
+    InconclusiveEntry,
+    ParamReport,
+    ProbeReport,
+    Verdict,
+)
 
 __all__ = ["render_result", "render_table"]
 
@@ -116,10 +123,50 @@ def _param_row(report: ParamReport) -> list[str]:
     ]
 
 
+# The tables every renderer (text, rich, HTML) shows: one set of columns and cells for all.
+_PARAM_HEADERS = (
+    "parameter",
+    "shape",
+    "verdict",
+    "rel. diff",
+    "err/tol",
+    "worst entry",
+    "analytic",
+    "numeric",
+)
+_ENTRY_HEADERS = ("entry", "analytic", "numeric", "|error|", "tolerance")
+_INCONCLUSIVE_HEADERS = ("entry", "analytic", "left", "right", "why")
+_PROBE_HEADERS = ("probe", "analytic", "numeric", "|error|", "tolerance", "verdict")
+
+
 def _entry_rows(entries: Sequence[EntryReport]) -> list[list[str]]:
     return [
         [e.name, _num(e.analytic, 6), _num(e.numeric, 6), _num(e.error, 2), _num(e.tolerance, 2)]
         for e in entries
+    ]
+
+
+def _inconclusive_rows(entries: Sequence[InconclusiveEntry]) -> list[list[str]]:
+    return [
+        [
+            e.name,
+            _num(e.analytic, 6),
+            _num(e.left, 6),
+            _num(e.right, 6),
+            _REASON_TEXT.get(e.reason, e.reason),
+        ]
+        for e in entries
+    ]
+
+
+def _probe_cells(probe: ProbeReport) -> list[str]:
+    """Return a probe's row without its verdict cell, which each renderer draws its own way."""
+    return [
+        probe.name,
+        _num(probe.analytic, 6),
+        _num(probe.numeric, 6),
+        _num(abs(probe.analytic - probe.numeric), 2),
+        _num(probe.tolerance, 2),
     ]
 
 
@@ -139,17 +186,11 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         A headline verdict, a table with one row per parameter, the diagnosis
         of each wrong parameter with its worst entries, and how the check ran.
     """
-    headers = [
-        "parameter",
-        "shape",
-        "verdict",
-        "rel. diff",
-        "err/tol",
-        "worst entry",
-        "analytic",
-        "numeric",
+    parts = [
+        _headline(result),
+        "",
+        render_table(_PARAM_HEADERS, [_param_row(p) for p in result.params]),
     ]
-    parts = [_headline(result), "", render_table(headers, [_param_row(p) for p in result.params])]
 
     wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
     if wrong:
@@ -165,7 +206,7 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
             continue
         parts.append(
             render_table(
-                ["entry", "analytic", "numeric", "|error|", "tolerance"],
+                _ENTRY_HEADERS,
                 _entry_rows(shown),
                 indent="    ",
             )
@@ -182,12 +223,9 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         shown_entries = (
             report.inconclusive_entries if verbose else report.inconclusive_entries[:ENTRIES_SHOWN]
         )
-        rows = [
-            [e.name, _num(e.analytic, 6), _num(e.left, 6), _num(e.right, 6), _REASON_TEXT[e.reason]]
-            for e in shown_entries
-        ]
-        headers = ["entry", "analytic", "left", "right", "why"]
-        parts.append(render_table(headers, rows, indent="    "))
+        parts.append(
+            render_table(_INCONCLUSIVE_HEADERS, _inconclusive_rows(shown_entries), indent="    ")
+        )
         hidden = report.n_inconclusive - len(shown_entries)
         if hidden:
             parts.append(f"    ... {hidden} more inconclusive entr{'y' if hidden == 1 else 'ies'}")
@@ -196,20 +234,12 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
     if probed and (verbose or any(p.verdict is not Verdict.PASS for p in probed)):
         parts += ["", "Directional probes (the gradient along random signed directions)"]
         rows = [
-            [
-                probe.name,
-                _num(probe.analytic, 6),
-                _num(probe.numeric, 6),
-                _num(abs(probe.analytic - probe.numeric), 2),
-                _num(probe.tolerance, 2),
-                _VERDICT_LABEL[probe.verdict],
-            ]
+            [*_probe_cells(probe), _VERDICT_LABEL[probe.verdict]]
             for report in probed
             for probe in report.probes
             if verbose or report.verdict is not Verdict.PASS
         ]
-        headers = ["probe", "analytic", "numeric", "|error|", "tolerance", "verdict"]
-        parts.append(render_table(headers, rows))
+        parts.append(render_table(_PROBE_HEADERS, rows))
 
     if result.notes:
         parts += ["", "Notes"]
