@@ -124,68 +124,61 @@ class Context:
         """Return the relative step rule of every coordinate: ``eps ** (1 / (order + 1))``."""
         return self._relative_step
 
-    def coordinate_problem(self) -> CoordinateProblem:
-        """Return the parameter entries as coordinates of the pipeline (:mod:`gradproof.sweep`)."""
+    def coordinate_problem(self, indices: npt.NDArray[np.intp] | None = None) -> CoordinateProblem:
+        """Return parameter entries as coordinates of the pipeline (:mod:`gradproof.sweep`).
+
+        Every entry by default. A subset (sorted flat positions) becomes the
+        coordinates of a :class:`SubsetFunction`, so that the pipeline's arrays
+        have the subset's size, not the model's.
+        """
         rel = None if self.abs_step is not None else self.relative_step()
-        h = step_sizes(
-            self.x0, self.sampling, abs_step=self.abs_step, rel_step=rel, order=self.order
-        )
+        if indices is None:
+            pick: slice | npt.NDArray[np.intp] = slice(None)
+            sampling = self.sampling
+            fun: FlatFunction = self.evaluator
+            describe = self.describe
+        else:
+            idx = pick = np.asarray(indices, dtype=np.intp)
+            sampling = []
+            for span, dtype in self.sampling:
+                lo, hi = np.searchsorted(idx, [span.start or 0, span.stop])
+                sampling.append((slice(int(lo), int(hi)), dtype))
+            fun = SubsetFunction(self.evaluator, self.x0, idx)
+            describe = lambda j: self.describe(int(idx[j]))  # noqa: E731
+        if rel is not None and np.ndim(rel):
+            rel = np.asarray(rel)[pick]
+        x = self.x0[pick]
         return CoordinateProblem(
-            fun=self.evaluator,
-            x0=self.x0,
+            fun=fun,
+            x0=x,
             f0=self.f0,
-            analytic=self.analytic,
-            sampling=self.sampling,
-            h=h,
-            value_noise=self.value_noise,
-            rtol=self.rtol,
+            analytic=self.analytic[pick],
+            sampling=sampling,
+            h=step_sizes(x, sampling, abs_step=self.abs_step, rel_step=rel, order=self.order),
+            value_noise=self.value_noise[pick],
+            rtol=self.rtol[pick],
             atol=self.atol,
             method=self.method,
-            groups=[leaf.span for leaf in self.tree.leaves],
+            groups=[span for span, _ in sampling],  # one per parameter tensor
             sampler=self.sample,
-            describe=self.describe,
-            evaluator=self.evaluator,
+            describe=describe,
+            evaluator=self.evaluator if indices is None else None,
         )
 
     def judge_entries(self, indices: npt.NDArray[np.intp] | None = None) -> Entries:
         """Judge every entry, or only the given ones (sorted flat positions).
 
-        A subset is judged as the coordinates of a :class:`SubsetFunction`, so
-        the pipeline's arrays have the subset's size, not the model's; the
-        verdicts are then placed in full-size arrays, unchecked elsewhere.
+        A subset is judged through :meth:`coordinate_problem` on the subset
+        alone; its verdicts are then placed in full-size arrays, unchecked
+        elsewhere. The complex step, which works on the full vector, judges
+        the subset there instead.
         """
         if indices is None:
             return judge_coordinates(self.coordinate_problem())
         idx = np.asarray(indices, dtype=np.intp)
-        x_sub = self.x0[idx]
-        sampling, groups = [], []
-        for span, dtype in self.sampling:
-            lo, hi = np.searchsorted(idx, [span.start or 0, span.stop])
-            sampling.append((slice(int(lo), int(hi)), dtype))
-            groups.append(slice(int(lo), int(hi)))
-        rel = None if self.abs_step is not None else self.relative_step()
-        if rel is not None and np.ndim(rel):
-            rel = np.asarray(rel)[idx]
-        h = step_sizes(x_sub, sampling, abs_step=self.abs_step, rel_step=rel, order=self.order)
-        problem = CoordinateProblem(
-            fun=SubsetFunction(self.evaluator, self.x0, idx),
-            x0=x_sub,
-            f0=self.f0,
-            analytic=self.analytic[idx],
-            sampling=sampling,
-            h=h,
-            value_noise=self.value_noise[idx],
-            rtol=self.rtol[idx],
-            atol=self.atol,
-            method=self.method,
-            groups=groups,
-            sampler=self.sample,
-            describe=lambda j: self.describe(int(idx[j])),
-            evaluator=None if self.method != "complex" else self.evaluator,
-        )
-        if self.method == "complex":  # the complex step works on the full vector
+        if self.method == "complex":
             return judge_coordinates(self.coordinate_problem(), idx)
-        sub = judge_coordinates(problem)
+        sub = judge_coordinates(self.coordinate_problem(idx))
         full = unchecked_entries(self.analytic, self.rtol, self.atol)
         for name in ("numeric", "error_bar", "measured", "left", "right", "reason", "codes"):
             getattr(full, name)[idx] = getattr(sub, name)
