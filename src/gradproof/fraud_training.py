@@ -164,7 +164,10 @@ def run_training(
     write(f"Test split ({test_data.n} transactions, {test_data.n_positive} frauds):")
     write(f"  network             {network_metrics}")
     write(f"  logistic regression {baseline_metrics}")
-    files = _save(Path(output), result, network_metrics, baseline_metrics, watcher, write)
+    checked_epochs = watcher.checked_epochs(steps_per_epoch)
+    files = _save(
+        Path(output), result, network_metrics, baseline_metrics, watcher, checked_epochs, write
+    )
     return TrainingRun(
         stopped=None,
         network=network_metrics,
@@ -224,6 +227,7 @@ def _save(
     network: Metrics,
     baseline: Metrics,
     watcher: _GuardedTraining,
+    checked_epochs: list[float],
     write: Writer,
 ) -> tuple[Path, ...]:
     """Write the model, its metrics and the learning curve; say where."""
@@ -253,7 +257,6 @@ def _save(
     )
     files = [model, metrics]
     history = result.history
-    steps_per_epoch = max(1, result.steps // max(1, len(history)))
     try:
         files.append(
             plot_learning_curve(
@@ -261,7 +264,7 @@ def _save(
                 train_loss=[h.train_loss for h in history],
                 validation_loss=[h.val_loss for h in history],
                 validation_pr_auc=[h.val_pr_auc for h in history],
-                checked_epochs=watcher.checked_epochs(steps_per_epoch),
+                checked_epochs=checked_epochs,
                 title="Fraud network, trained with gradient checks",
             )
         )
