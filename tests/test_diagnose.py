@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gradproof.diagnose import (
     EXPLAINED_FRACTION,
+    MAIN_TERM_FIT_TOLERANCE,
     SCALE_FIT_TOLERANCE,
     Diagnosis,
     diagnose_parameter,
@@ -89,11 +90,63 @@ def test_a_factor_on_scattered_entries_is_no_pattern(numeric):
     assert diagnose_parameter("W", analytic, numeric).kind == "unknown"
 
 
-def test_noise_above_the_fit_tolerance_is_no_pattern(numeric):
-    # Relative noise of 10 * SCALE_FIT_TOLERANCE gives a residual ~6e-3 > 1e-3.
+def test_noise_above_the_fit_tolerance_is_an_approximate_factor(numeric):
+    # Relative noise of 10 * SCALE_FIT_TOLERANCE gives a residual ~6e-3 > 1e-3: no exact
+    # factor, but the main term is still 2 times too large, and the summary says how nearly.
     noise = np.random.default_rng(13).uniform(-1, 1, size=numeric.shape) * 10 * SCALE_FIT_TOLERANCE
     d = diagnose_parameter("W", 2 * numeric * (1 + noise), numeric)
+    assert d.kind == "scale"
+    assert d.summary.startswith("analytic ≈ 2 × numeric, up to 0.")
+    assert d.summary.endswith("% of its norm: the gradient's main term is off")
+
+
+def test_noise_above_the_main_term_tolerance_is_no_pattern(numeric):
+    noise = np.random.default_rng(13).uniform(-1, 1, size=numeric.shape)
+    d = diagnose_parameter("W", 2 * numeric * (1 + 10 * MAIN_TERM_FIT_TOLERANCE * noise), numeric)
     assert d.kind == "unknown"
+
+
+def _with_penalty(main: np.ndarray, W: np.ndarray, l2: float) -> np.ndarray:
+    return main + l2 * W
+
+
+@pytest.mark.parametrize(
+    ("bug", "kind", "model", "transposed"),
+    [
+        (lambda data: 2 * data, "scale", "2 × numeric", False),
+        (lambda data: data.T, "transpose", "numeric.T", True),
+        (lambda data: -data, "sign", "-1 × numeric", False),
+    ],
+    ids=["doubled", "transposed", "negated"],
+)
+def test_a_bug_in_the_main_term_beside_a_right_penalty(bug, kind, model, transposed):
+    # dW = data term + l2 * W, with the bug in the data term only: no exact model fits,
+    # because the penalty is right; the main-term tier names the bug and says how nearly.
+    rng = np.random.default_rng(5)
+    data, W, l2 = rng.normal(size=(6, 6)), rng.normal(size=(6, 6)), 0.01
+    analytic, numeric = bug(data) + l2 * W, data + l2 * W
+    d = diagnose_parameter("W2", analytic, numeric)
+    assert d.kind == kind
+    # The residual it quotes is the least-squares fit's, ||a - k n|| / ||a||.
+    basis = (numeric.T if transposed else numeric).ravel()
+    k = basis @ analytic.ravel() / (basis @ basis)
+    residual = np.linalg.norm(analytic.ravel() - k * basis) / np.linalg.norm(analytic)
+    assert SCALE_FIT_TOLERANCE < residual < MAIN_TERM_FIT_TOLERANCE
+    assert d.summary == (
+        f"analytic ≈ {model}, up to {100 * residual:.2g}% of its norm: the gradient's main term "
+        + ("is transposed" if transposed else "is off")
+    )
+    assert d.factor == pytest.approx(k)
+    assert "a penalty such as `l2 * W`" in d.hint
+
+
+def test_a_near_one_main_term_fit_is_not_a_factor():
+    # A few wrong entries in a big gradient leave a small residual around k = 1; that is
+    # "a few entries", not "≈ 1 × numeric".
+    numeric = np.random.default_rng(2).normal(size=(40, 40))
+    analytic = numeric.copy()
+    analytic[3, 7] += 0.5
+    assert diagnose_parameter("W", analytic, numeric).kind == "few_entries"
 
 
 # -- zeros, non-finite values, no pattern ------------------------------------------------------
@@ -126,9 +179,7 @@ def test_unrelated_gradients_are_no_simple_pattern(numeric):
     analytic = np.random.default_rng(14).normal(size=numeric.shape)
     d = diagnose_parameter("W1", analytic, numeric)
     assert d.kind == "unknown"
-    assert d.summary == (
-        "no simple pattern (not a constant factor, not a sign flip, not all zeros)"
-    )
+    assert d.summary == ("no simple pattern: not a constant factor, a sign flip or all zeros")
     assert d.hint.startswith("Re-derive the backward of `W1` term by term")
     assert d.factor is None
 

@@ -72,6 +72,17 @@ pattern, not noise, for float32 and float64 parameters. The same bound applies
 to every other model of the gradient (Note [Models of a wrong gradient]).
 """
 
+MAIN_TERM_FIT_TOLERANCE = 0.05
+"""Largest relative residual for a factor or transpose of the gradient's main term only.
+
+A backward pass often builds a gradient from a main term and a smaller one: the
+data term and an L2 penalty, or two paths through a layer. A bug in the main
+term alone (``dW = 2 * (A.T @ dZ) + l2 * W``, or a transposed product plus a
+penalty) leaves a residual of the size of the smaller term, a few percent, far
+above :data:`SCALE_FIT_TOLERANCE`. Such a fit is reported with "≈" and the size
+of what it leaves; it must still explain the failure (:data:`EXPLAINED_FRACTION`).
+"""
+
 EXPLAINED_FRACTION = 0.1
 """Largest share of the error on the failing entries that a model may leave unexplained.
 
@@ -308,6 +319,9 @@ def diagnose_parameter(
             # Round the factor only as far as the fit itself is uncertain.
             tolerance = min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE)
             return _factor_diagnosis(name, k, tolerance)
+        main = _main_term_factor_diagnosis(name, k, residual, a_full - k * n_full, error, failing)
+        if main is not None:
+            return main
     few = _few_entries_diagnosis(name, usable, failing)
     if few is not None:
         return few
@@ -316,7 +330,7 @@ def diagnose_parameter(
         return along
     return Diagnosis(
         kind="unknown",
-        summary="no simple pattern (not a constant factor, not a sign flip, not all zeros)",
+        summary="no simple pattern: not a constant factor, a sign flip or all zeros",
         hint=(
             f"Re-derive the backward of `{name}` term by term; the worst entries below show "
             "where it differs most."
@@ -490,21 +504,29 @@ def _transpose_diagnosis(
         # show, and the factor rule names what is wrong.
         return None
     inside = failing & both
-    if residual > SCALE_FIT_TOLERANCE or not _explains(
+    if residual > MAIN_TERM_FIT_TOLERANCE or not _explains(
         a_full - k * n_full.T, a_full - n_full, inside
     ):
         return None
-    tolerance = min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE)
-    shown = format_factor(k, tolerance)
+    exact = residual <= SCALE_FIT_TOLERANCE
+    shown = _shown_factor(k, residual, exact=exact)
     if shown == "1":
         model, extra = "numeric.T", ""
     elif shown == "-1":
         model, extra = "-numeric.T", " Its sign is flipped too."
     else:
         model, extra = f"{shown} × numeric.T", f" It is also off by a factor of {shown}."
+    if exact:
+        summary = f"analytic = {model} on every entry: the gradient is transposed"
+    else:
+        summary = (
+            f"analytic ≈ {model}, up to {_percent(residual)} of its norm: the gradient's main "
+            "term is transposed"
+        )
+        extra += _MAIN_TERM_REMAINDER
     return Diagnosis(
         kind="transpose",
-        summary=f"analytic = {model} on every entry: the gradient is transposed",
+        summary=summary,
         hint=(
             f"The backward of `{name}` returns the transpose of its gradient: check the order "
             "of the product that builds it (e.g. `dW = dZ @ X.T` written as `X @ dZ.T`, or "
@@ -512,6 +534,27 @@ def _transpose_diagnosis(
         ),
         factor=k,
     )
+
+
+_MAIN_TERM_REMAINDER = (
+    " The rest of the gradient fits: a smaller term added to it (a penalty such as `l2 * W`, "
+    "a second path) is right, or a second, smaller error is mixed in."
+)
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2g}%"
+
+
+def _shown_factor(k: float, residual: float, *, exact: bool) -> str:
+    """Print the factor, rounded only as far as the fit is uncertain."""
+    if exact:
+        return format_factor(k, min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE))
+    # A main-term fit is biased by the remainder, by about the residual.
+    for simple in (1.0, -1.0):
+        if abs(k - simple) <= 2 * residual:
+            return "1" if simple > 0 else "-1"
+    return format_factor(k, 2 * residual)
 
 
 def _factor_diagnosis(name: str, k: float, tolerance: float) -> Diagnosis:
@@ -541,6 +584,28 @@ def _factor_diagnosis(name: str, k: float, tolerance: float) -> Diagnosis:
             f"The gradient of `{name}` has the right pattern but {cause}: check the constants "
             "in its backward (1/m, 2, the number of examples)."
         ),
+        factor=k,
+    )
+
+
+def _main_term_factor_diagnosis(
+    name: str, k: float, residual: float, left: FloatArray, error: FloatArray, failing: BoolArray
+) -> Diagnosis | None:
+    """``analytic ≈ k * numeric`` for a simple k, up to MAIN_TERM_FIT_TOLERANCE."""
+    if residual > MAIN_TERM_FIT_TOLERANCE or not _explains(left, error, failing):
+        return None
+    shown = _shown_factor(k, residual, exact=False)
+    # Only a simple factor is a pattern at this fit; 1 would mean "right, apart from the rest".
+    if shown == "1" or not (shown.lstrip("-").isdigit() or "/" in shown):
+        return None
+    found = _factor_diagnosis(name, k, 2 * residual)
+    return Diagnosis(
+        kind=found.kind,
+        summary=(
+            f"analytic ≈ {shown} × numeric, up to {_percent(residual)} of its norm: the "
+            "gradient's main term is off"
+        ),
+        hint=found.hint + _MAIN_TERM_REMAINDER,
         factor=k,
     )
 
