@@ -65,6 +65,12 @@ def kink_params():
     return {"w": np.array([0.0, 1.0, -2.0])}
 
 
+def fragile_loss(p):
+    if abs(p["w"][0] - 0.1) > 1e-2:  # fine for the check's small steps, not for the sweep's
+        raise ValueError("w[0] left its valid range")
+    return loss(p)
+
+
 not_a_function = 3
 """
 
@@ -272,19 +278,50 @@ def test_options_reach_the_check(model):
     assert document["step"].startswith("absolute")
 
 
-def test_html_report_and_plots(model, tmp_path):
+def test_html_report_and_plots_include_the_step_sweep(model, tmp_path):
     pytest.importorskip("matplotlib")
-    from gradproof import plots
-    from gradproof.report import html
-
-    if not hasattr(html, "write_html") or not hasattr(plots, "write_figures"):
-        pytest.skip("HTML reports and figures are not in this version")
     page, folder = tmp_path / "report.html", tmp_path / "figures"
     result = invoke(*check_args(model, grad="bad_grad"), "--html", str(page), "--plots",
                     str(folder))  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert page.is_file()
-    assert folder.is_dir()
+    names = sorted(p.name for p in folder.iterdir())
+    # The worst entry of the wrong parameter is swept by default.
+    sweeps = [n for n in names if n.startswith("step_sweep_")]
+    assert len(sweeps) == 1 and sweeps[0].startswith("step_sweep_w"), names
+    assert {"relative_differences.png", "analytic_vs_numeric.png"} <= set(names)
+    text = page.read_text(encoding="utf-8")
+    assert "Step sweep of w[" in text
+    assert text.count("data:image/png;base64,") == len(names)
+
+
+def test_sweep_entry_and_no_sweep(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    chosen, skipped = tmp_path / "chosen", tmp_path / "skipped"
+    result = invoke(*check_args(model), "--plots", str(chosen), "--sweep-entry", "b[0]")
+    assert result.exit_code == 0, result.output
+    assert "step_sweep_b_0.png" in {p.name for p in chosen.iterdir()}, list(chosen.iterdir())
+    assert invoke(*check_args(model), "--plots", str(skipped), "--no-sweep").exit_code == 0
+    assert not [p for p in skipped.iterdir() if p.name.startswith("step_sweep")]
+
+
+def test_sweep_entry_that_does_not_exist_exits_2(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = invoke(*check_args(model), "--plots", str(tmp_path), "--sweep-entry", "w[9]")
+    assert result.exit_code == 2
+    assert "no entry 'w[9]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_loss_failing_in_the_sweep_shows_the_users_traceback(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    args = check_args(model, loss="fragile_loss")
+    result = invoke(*args, "--plots", str(tmp_path), "--sweep-entry", "w[0]")
+    assert result.exit_code == 2
+    assert "during the step sweep" in result.stderr
+    assert "--no-sweep" in result.stderr
+    assert "w[0] left its valid range" in result.stderr
+    assert "user_model.py" in result.stderr
+    assert "gradproof/cli.py" not in result.stderr
 
 
 def test_help_documents_the_exit_codes():

@@ -11,6 +11,7 @@ from gradproof.results import Verdict
 pytest.importorskip("matplotlib")
 
 from gradproof import plots
+from gradproof.steps import default_relative_step
 from gradproof.stepsweep import default_entry, step_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,6 +126,34 @@ def test_step_sweep_defaults_to_the_worst_entry(course_result):
     assert sweep.analytic is not None
     # the analytic value is far off: the gap dwarfs the sweep's best error
     assert abs(sweep.analytic - sweep.reference) > 1e3 * float(np.min(sweep.errors))
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, None),  # the measured rule of the check, noise included
+        ({"rel_step": 1e-4}, 1e-4 * 1.7),  # relative steps scale with max(1, |x|)
+        ({"eps": 3e-6}, 3e-6),
+    ],
+    ids=["measured", "relative", "absolute"],
+)
+def test_step_sweep_marks_the_step_the_check_took(options, expected):
+    from gradproof import check
+
+    def noisy_loss(p):  # float32 arithmetic: noise about 1e-7, so the check steps wider
+        return float(np.sum(np.sin(p.astype(np.float32))))
+
+    x = np.array([0.3, 1.7, -0.4])
+    result = check(noisy_loss, np.cos, x, **options)
+    sweep = step_sweep(noisy_loss, x, "params[1]", result=result)
+    if expected is None:
+        rule = float(result.step.split()[1])  # "relative 0.00... × max(1, |x|) (float64)"
+        assert rule > 10 * default_relative_step(np.float64)
+        expected = rule * 1.7
+    assert sweep.chosen_step == pytest.approx(expected, rel=1e-2)
+    assert step_sweep(noisy_loss, x, "params[1]").chosen_step == pytest.approx(
+        default_relative_step(np.float64) * 1.7
+    )
 
 
 def test_step_sweep_rejects_an_unknown_entry():

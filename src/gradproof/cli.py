@@ -163,6 +163,26 @@ def _optional_writer(module: str, function: str, option: str) -> Callable[..., A
     return writer  # type: ignore[no-any-return]
 
 
+def _sweep_loss(loss: Callable[[Any], Any], seed: int | None) -> Callable[[Any], Any]:
+    """Wrap the user's loss for the step sweep: seeded as the check was, errors marked as theirs."""
+    from gradproof.errors import UserCodeError
+    from gradproof.randomness import seeded
+
+    call = loss if seed is None else seeded(loss, seed)
+
+    def swept(params: Any) -> Any:
+        try:
+            return call(params)
+        except Exception as error:
+            raise UserCodeError(
+                f"the loss raised {type(error).__name__} during the step sweep; pass "
+                "--no-sweep to leave the sweep out",
+                function="loss",
+            ) from error
+
+    return swept
+
+
 @app.command(
     epilog="Exit codes: 0 every gradient is correct; 1 a gradient is wrong; 2 usage or input "
     "error, or the user's code raised an exception; 3 inconclusive only (kinks, noise)."
@@ -220,6 +240,21 @@ def check(
     plots: Annotated[
         Path | None, typer.Option("--plots", help="Also draw the report's figures in this folder.")
     ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep/--no-sweep",
+            help="Draw the step-size sweep in --html and --plots (58 more loss evaluations).",
+        ),
+    ] = True,
+    sweep_entry: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep-entry",
+            help="The entry to sweep, e.g. 'W1[3, 2]' (default: the worst entry of the worst "
+            "parameter).",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every wrong or inconclusive entry.")
     ] = False,
@@ -271,13 +306,25 @@ def check(
     context = {"target": target, "loss": loss, "grad": grad, "params": params}
     from gradproof.report.json import to_json_text, write_json
 
+    figure_options: dict[str, Any] = {}
+    if sweep and writers:
+        figure_options = {
+            "loss": _sweep_loss(loss_fn, seed),
+            "params": point,
+            "entry": sweep_entry,
+        }
     try:
         if json_out is not None:
             write_json(result, json_out, extra=context)
         for writer, path in writers:
-            writer(result, path)
+            writer(result, path, **figure_options)
     except OSError as error:
         _fail(f"cannot write the report: {error}")
+    except UserCodeError as error:
+        cause = error.__cause__
+        _fail(str(error), format_user_traceback(cause) if cause is not None else "")
+    except GradproofError as error:  # e.g. --sweep-entry names no entry
+        _fail(str(error))
 
     console = Console(highlight=False, soft_wrap=True)
     if as_json:

@@ -2,8 +2,9 @@
 
 A central difference with step ``h`` has a truncation error that falls like
 ``h**2`` and a round-off error that grows like ``eps / h``: on log-log axes the
-error against the step is a V, whose bottom is near the step gradproof chooses,
-``default_relative_step(float64) * max(1, |x|)``. :func:`step_sweep` measures
+error against the step is a V, whose bottom is near the step gradproof chooses
+(``default_relative_step(float64) * max(1, |x|)`` for a loss without noise, larger
+for a noisy one). :func:`step_sweep` measures
 that V for one entry; :func:`gradproof.plots.plot_step_sweep` draws it.
 """
 
@@ -56,8 +57,8 @@ class StepSweep:
     analytic : float or None
         The analytic gradient's value, when given.
     chosen_step : float
-        The step gradproof takes for this entry,
-        ``default_relative_step(float64) * max(1, |x|)``.
+        The step gradproof took for this entry: the rule in ``result.step``
+        when a check is given, else ``default_relative_step(float64) * max(1, |x|)``.
     """
 
     entry: str
@@ -136,6 +137,23 @@ def _find_entry(tree: ParamTree, entry: str) -> tuple[Leaf, tuple[int, ...]]:
     return max(candidates, key=lambda c: len(c[0].name))
 
 
+_STEP_RULE = re.compile(r"(relative|absolute) ([0-9.]+(?:e[+-]?\d+)?)(?:[^,(]*\((\w+)\))?")
+
+
+def _chosen_step(result: CheckResult | None, dtype: np.dtype[Any], x: float) -> float:
+    """Return the step the check took at `x`: from ``result.step``, else the float64 default.
+
+    ``result.step`` is :func:`gradproof.check`'s own description, e.g. ``"relative
+    7.82e-06 × max(1, |x|) (float64)"`` (one rule per dtype, raised above the default
+    when the loss is noisy) or ``"absolute 1e-07"``.
+    """
+    rules = _STEP_RULE.findall(result.step) if result is not None else []
+    if rules:
+        kind, value, _ = next((r for r in rules if r[2] == dtype.name), rules[0])
+        return float(value) * (max(1.0, abs(x)) if kind == "relative" else 1.0)
+    return default_relative_step(np.float64) * max(1.0, abs(x))
+
+
 def step_sweep(
     loss: Callable[[Any], Any],
     params: Params,
@@ -190,6 +208,7 @@ def step_sweep(
     True
     """
     tree, x0 = ParamTree.flatten(params)
+    leaf_dtypes = {leaf.name: leaf.dtype for leaf in tree.leaves}
     tree = tree.with_dtype(np.float64)  # the sweep runs in float64, as the chosen step assumes
     if entry is None:
         entry = (
@@ -198,6 +217,7 @@ def step_sweep(
             else format_index(tree.leaves[0].name, (0,) * len(tree.leaves[0].shape))
         )
     leaf, index = _find_entry(tree, entry)
+    leaf_dtype = leaf_dtypes[leaf.name]
     position = leaf.offset + (int(np.ravel_multi_index(index, leaf.shape)) if index else 0)
     if analytic_value is None and result is not None:
         for report in result.params:
@@ -220,7 +240,7 @@ def step_sweep(
         return (up - down) / ((xi + h) - (xi - h))
 
     derivatives = np.array([central(float(h)) for h in hs])
-    chosen = default_relative_step(np.float64) * max(1.0, abs(xi))
+    chosen = _chosen_step(result, leaf_dtype, xi)
     # Richardson extrapolation from a step well above the round-off regime.
     coarse = max(chosen * 100.0, 1e-3 * max(1.0, abs(xi)))
     extrapolated = (4.0 * central(coarse / 2.0) - central(coarse)) / 3.0
