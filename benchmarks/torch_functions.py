@@ -94,7 +94,7 @@ def describe_entries(case: Case, found: dict[str, tuple[set[tuple[int, ...]], in
         if count == size:
             text = f"all {size}"
         elif count <= 3:
-            text = " ".join(str(list(index)) for index in sorted(listed))
+            text = " ".join(f"`{list(index)}`" for index in sorted(listed))  # code: not links
         else:
             text = f"{count} of {size}"
         if count > len(listed):
