@@ -47,8 +47,17 @@ def test_site_builds_strictly(tmp_path):
     for page in ("guide/reports", "guide/numpy", "api", "cli"):
         assert (tmp_path / page / "index.html").is_file()
     api = (tmp_path / "api" / "index.html").read_text(encoding="utf-8")
-    assert "gradproof.check" in api or "check" in api
-    assert "Examples" in api  # the numpydoc sections are rendered
+    # The function, not the module of the same name, with its numpydoc sections rendered.
+    assert 'id="gradproof.check.check"' in api
+    for section in ("Parameters", "Returns", "Raises", "Examples"):
+        assert f'<span class="doc-section-title">{section}:</span>' in api, section
+    assert "<code>rtol</code>" in api
+    # The docstrings' Sphinx roles became links or code (tools/mkdocs_hooks.py).
+    assert 'href="#gradproof.CheckResult"' in api
+    for built in tmp_path.rglob("*.html"):
+        text = built.read_text(encoding="utf-8")
+        roles = re.findall(r":(?:func|meth|mod|class|data|attr|exc|obj):(?:<code>|`)", text)
+        assert not roles, f"{built.relative_to(tmp_path)} shows Sphinx roles: {roles[:3]}"
 
 
 @pytest.mark.parametrize("page", sorted((DOCS / "guide").glob("*.md")), ids=_page_id)
@@ -67,17 +76,20 @@ def test_quoted_output_is_recorded_output(page):
             assert line in lines, f"{_page_id(page)} quotes a line no example prints:\n{line}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def _runnable_blocks(page: Path) -> list[str]:
+    """Untitled Python blocks of `page` that are not snippets of an example."""
+    text = page.read_text(encoding="utf-8")
+    return [body for body in _blocks(text, "python") if "--8<--" not in body]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _runnable_blocks(p)], ids=_page_id)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     """Untitled Python blocks run, in order, in one namespace per page.
 
     A block with a title (```python title="tests/test_x.py"```) shows a file of the reader's
     own project and is not run; a block that includes an example is run by test_examples.
     """
-    text = page.read_text(encoding="utf-8")
-    blocks = [body for body in _blocks(text, "python") if "--8<--" not in body]
-    if not blocks:
-        pytest.skip("no Python block to run")
+    blocks = _runnable_blocks(page)
     for module in ("torch", "jax"):
         if any(re.search(rf"^\s*(import|from) {module}\b", b, flags=re.M) for b in blocks):
             pytest.importorskip(module)

@@ -88,13 +88,14 @@ def test_every_image_is_an_embedded_png(course_page):
 
 def test_page_holds_the_verdict_tables_and_diagnosis(course_page):
     result, page = course_page
-    text = " ".join(parse(page).text)
+    text = "".join(parse(page).text)
     assert "gradproof: WRONG: 2 of 6 parameters have wrong gradients" in text
     for report in result.params:
         assert report.name in text
         if report.diagnosis is not None:
-            assert report.diagnosis.summary in text
-            assert report.diagnosis.hint in text
+            # the page shows `code` spans as <code> elements, without the backticks
+            assert report.diagnosis.summary.replace("`", "") in text
+            assert report.diagnosis.hint.replace("`", "") in text
         for entry in report.failures:
             assert entry.name in text
     assert "How the check ran" in text and str(result.n_evals) in text
@@ -123,6 +124,24 @@ def test_user_strings_are_escaped():
     assert "b&amp;&lt;i&gt;" in page
     text = "".join(parse(page).text)
     assert "<script>alert(1)</script>" in text  # shown to the reader, as text
+
+
+def test_code_in_the_diagnosis_is_shown_as_code():
+    # A parameter whose name needs escaping, quoted in backticks by the diagnosis's hint.
+    params = {"a<b": np.array([1.0, 2.0, 3.0])}
+    result = check(lambda p: float(np.sum(p["a<b"] ** 2)), lambda p: {"a<b": 4 * p["a<b"]}, params)
+    diagnosis = result.params[0].diagnosis
+    assert diagnosis is not None and "`['a<b']`" in diagnosis.hint
+    page = render_html(result, figures=False)
+    assert "<code>[&#x27;a&lt;b&#x27;]</code>" in page
+    assert "`" not in page.split("<h2>Diagnosis</h2>", 1)[1].split("<h2>", 1)[0]
+    assert {tag for tag, _ in parse(page).tags} >= {"code"}
+
+
+def test_unmatched_backticks_stay_text():
+    from gradproof.report.html import _prose
+
+    assert _prose("use `x` and ` alone <here>") == ("use <code>x</code> and ` alone &lt;here&gt;")
 
 
 def test_without_matplotlib_the_page_says_so(monkeypatch):
@@ -205,23 +224,48 @@ def test_a_headless_browser_renders_the_page(course_page, tmp_path):
     assert reddish.sum() > 200  # red bars and crosses of the figures
 
 
-def test_images_decode_in_the_browser(course_page, tmp_path):
+def test_page_loads_without_errors_and_images_decode_in_the_browser(course_page, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium not installed")
     _, page = course_page
-    # A script that writes every image's decoded width into the page's title,
-    # added to a copy (the report itself holds no script).
+    # A probe, added to a copy of the page (the report itself holds no script), that counts
+    # error events (a resource that fails to load, a script error), resources fetched from
+    # anywhere but the page itself, and each image's decoded width, into the title.
     probe = (
-        "<script>window.addEventListener('load', () => { document.title = 'sizes:' + "
+        "<script>let errors = 0; window.addEventListener('error', () => errors++, true);"
+        "window.addEventListener('load', () => { const fetched = performance"
+        ".getEntriesByType('resource').filter(r => !r.name.startsWith('data:')).length;"
+        "document.title = 'probe:' + errors + ';' + fetched + ';' + "
         "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1).join(','); "
         "});</script>"
     )
     html_path = tmp_path / "probe.html"
-    html_path.write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
+    html_path.write_text(page.replace("<head>", "<head>" + probe, 1), encoding="utf-8")
     dom = _headless(browser, "--dump-dom", "--virtual-time-budget=5000", html_path.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    start = dom.stdout.index("<title>sizes:") + len("<title>sizes:")
-    sizes = [int(s) for s in dom.stdout[start : dom.stdout.index("</title>", start)].split(",")]
+    start = dom.stdout.index("<title>probe:") + len("<title>probe:")
+    errors, fetched, widths = dom.stdout[start : dom.stdout.index("</title>", start)].split(";")
+    assert int(errors) == 0
+    assert int(fetched) == 0  # nothing from the network, not even a font
+    sizes = [int(s) for s in widths.split(",")]
     assert len(sizes) >= 5
     assert all(size > 100 for size in sizes), sizes
+
+
+def test_the_browser_probe_sees_a_broken_image(tmp_path):
+    """The probe above is not blind: a page with a broken image gives an error and width 0."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed")
+    probe = (
+        "<script>let errors = 0; window.addEventListener('error', () => errors++, true);"
+        "window.addEventListener('load', () => { document.title = 'probe:' + errors + ';' + "
+        "Array.from(document.images).map(i => i.naturalWidth).join(','); });</script>"
+    )
+    broken = "<!DOCTYPE html><html><head>" + probe + "</head><body>"
+    broken += '<img src="data:image/png;base64,iVBORw0KGgoAAAA" alt="x"></body></html>'
+    html_path = tmp_path / "broken.html"
+    html_path.write_text(broken, encoding="utf-8")
+    dom = _headless(browser, "--dump-dom", "--virtual-time-budget=5000", html_path.as_uri())
+    assert "<title>probe:1;0</title>" in dom.stdout, dom.stdout[:500]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
@@ -56,6 +57,8 @@ td.num { font-family: ui-monospace, Menlo, Consolas, monospace; text-align: righ
 tr.fail td.v { color: #d93025; font-weight: 600; }
 tr.inconclusive td.v { color: #b06000; font-weight: 600; }
 tr.pass td.v { color: #1e8e3e; }
+code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em;
+       background: #f3f3f3; padding: 0.05em 0.3em; border-radius: 3px; }
 .hint { color: #444; margin: 0.2em 0 0.6em 1em; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -66,6 +69,30 @@ footer { margin-top: 3em; color: #777; font-size: 0.85em; }
 
 _NUMERIC_COLUMNS = {"rel. diff", "err/tol", "analytic", "numeric", "|error|", "tolerance", "left",
                     "right"}  # fmt: skip
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _prose(text: str) -> str:
+    """Escape a sentence of the report, showing its `code` spans as ``<code>`` elements.
+
+    Diagnoses, hints and notes quote code between backticks, as the terminal report prints
+    them; on the page the backticks become code formatting.
+    """
+    return "".join(
+        f"<code>{escape(part)}</code>" if i % 2 else escape(part)
+        for i, part in enumerate(_split_code(text))
+    )
+
+
+def _split_code(text: str) -> list[str]:
+    """Split `text` into prose and code parts, alternating; unmatched backticks stay prose."""
+    parts, last = [], 0
+    for match in _CODE_SPAN.finditer(text):
+        parts += [text[last : match.start()], match.group(1)]
+        last = match.end()
+    return [*parts, text[last:]]
 
 
 def _table(
@@ -105,10 +132,10 @@ def _diagnosis_section(result: CheckResult) -> str:
         diagnosis = report.diagnosis
         summary = diagnosis.summary if diagnosis else "wrong"
         parts.append(
-            f"<h3>{escape(report.name)}: {escape(summary)} ({escape(_wrong_count(report))})</h3>"
+            f"<h3>{escape(report.name)}: {_prose(summary)} ({escape(_wrong_count(report))})</h3>"
         )
         if diagnosis:
-            parts.append(f'<p class="hint">{escape(diagnosis.hint)}</p>')
+            parts.append(f'<p class="hint">{_prose(diagnosis.hint)}</p>')
         if report.failures:
             parts.append(_table(_ENTRY_HEADERS, _entry_rows(report.failures)))
             hidden = report.n_failed - len(report.failures)
@@ -180,7 +207,7 @@ def _how_section(result: CheckResult) -> str:
 def _notes_section(result: CheckResult) -> str:
     if not result.notes:
         return ""
-    items = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
+    items = "".join(f"<li>{_prose(note)}</li>" for note in result.notes)
     return f"<h2>Notes</h2><ul>{items}</ul>"
 
 
