@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -385,3 +386,29 @@ def test_terminal_report_has_colour_table_hints_and_a_closing_verdict(model):
     assert text.strip().splitlines()[-1] == (
         "gradproof: WRONG: 1 of 2 parameters has a wrong gradient: w"
     )
+
+
+def test_terminal_report_shows_quoted_code_in_bold(model):
+    pytest.importorskip("rich")
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradproof.report.rich import print_result
+    from gradproof.target import load_params, load_target, resolve_function
+
+    module = load_target(str(model))
+    result = gradproof.check(
+        resolve_function(module, "loss"),
+        resolve_function(module, "bad_grad"),
+        load_params("params", module),
+    )
+    diagnosis = result["w"].diagnosis
+    assert diagnosis is not None and "`w`" in diagnosis.hint  # the plain text keeps backticks
+    buffer = StringIO()
+    console = Console(file=buffer, force_terminal=True, width=400, color_system="standard")
+    print_result(result, console)
+    out = buffer.getvalue()
+    hint = next(line for line in out.splitlines() if "hint:" in line)
+    assert "`" not in hint
+    assert re.search(r"\x1b\[1(;\d+)*mw\x1b\[0m", hint), repr(hint)  # bold, on a terminal

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -153,6 +155,30 @@ def test_step_sweep_marks_the_step_the_check_took(options, expected):
     assert sweep.chosen_step == pytest.approx(expected, rel=1e-2)
     assert step_sweep(noisy_loss, x, "params[1]").chosen_step == pytest.approx(
         default_relative_step(np.float64) * 1.7
+    )
+
+
+def test_step_sweep_takes_the_rule_of_its_entrys_dtype():
+    from gradproof import check
+
+    params = {"a": np.array([0.3, 1.7]), "b": np.array([0.5, -2.5], dtype=np.float32)}
+
+    def loss(p):
+        return float(np.sum(np.sin(p["a"])) + np.sum(np.sin(p["b"])))
+
+    def grad(p):
+        return {"a": np.cos(p["a"]), "b": np.cos(p["b"])}
+
+    result = check(loss, grad, params, precision="native")
+    assert "(float32)" in result.step and "(float64)" in result.step, result.step
+    rules = re.findall(r"relative (\S+) × max\(1, \|x\|\) \((\w+)\)", result.step)
+    steps = {name: float(value) for value, name in rules}
+    assert steps["float32"] > 100 * steps["float64"]
+    assert step_sweep(loss, params, "b[1]", result=result).chosen_step == pytest.approx(
+        steps["float32"] * 2.5
+    )
+    assert step_sweep(loss, params, "a[0]", result=result).chosen_step == pytest.approx(
+        steps["float64"]
     )
 
 

@@ -196,7 +196,7 @@ def _headless(browser: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_headless_browser_renders_the_page(course_page, tmp_path):
     browser = _chromium()
     if browser is None:
-        pytest.skip("chromium not installed")
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     _, page = course_page
     html_path = tmp_path / "report.html"
     html_path.write_text(page, encoding="utf-8")
@@ -227,7 +227,7 @@ def test_a_headless_browser_renders_the_page(course_page, tmp_path):
 def test_page_loads_without_errors_and_images_decode_in_the_browser(course_page, tmp_path):
     browser = _chromium()
     if browser is None:
-        pytest.skip("chromium not installed")
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     _, page = course_page
     # A probe, added to a copy of the page (the report itself holds no script), that counts
     # error events (a resource that fails to load, a script error), resources fetched from
@@ -257,7 +257,7 @@ def test_the_browser_probe_sees_a_broken_image(tmp_path):
     """The probe above is not blind: a page with a broken image gives an error and width 0."""
     browser = _chromium()
     if browser is None:
-        pytest.skip("chromium not installed")
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
     probe = (
         "<script>let errors = 0; window.addEventListener('error', () => errors++, true);"
         "window.addEventListener('load', () => { document.title = 'probe:' + errors + ';' + "

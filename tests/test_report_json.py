@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,42 @@ def test_documents_carry_what_the_terminal_shows(documents):
     assert sampled["mode"] == "sampled"
     assert any(0 < p["miss_chance_1pct"] <= 1 for p in sampled["params"])
     assert documents["pass"]["params"][0]["miss_chance_1pct"] == 0
+
+
+def test_entries_and_probes_carry_their_error_bars(documents):
+    """The tolerance is atol + rtol * max(|a|, |n|) + the finite difference's error bar."""
+    failed = documents["fail"]
+    entries = [e for p in failed["params"] for e in [p["worst"], *p["failures"]] if e]
+    assert entries
+    for e in entries:
+        assert 0 < e["error_bar"] < e["tolerance"]
+        scale = max(abs(e["analytic"]), abs(e["numeric"]))
+        assert e["tolerance"] == pytest.approx(
+            failed["atol"] + failed["rtol"] * scale + e["error_bar"], rel=1e-9
+        )
+    probes = [q for p in documents["directional"]["params"] for q in p["probes"]]
+    assert probes and all(0 < q["error_bar"] < q["tolerance"] for q in probes)
+
+
+def test_error_bars_grow_with_the_losss_noise():
+    rng = np.random.default_rng(0)
+    # A fixed table of noise, indexed by the point: deterministic, as the check requires.
+    table = rng.uniform(-1, 1, size=4096)
+
+    def noisy(level):
+        def loss(p):
+            key = zlib.crc32(p["W"].tobytes() + p["b"].tobytes()) % table.size
+            return quadratic_loss(p) + level * table[key]
+
+        return loss
+
+    bars = []
+    for level in (0.0, 1e-12, 1e-10):
+        document = result_to_json(gradproof.check(noisy(level), quadratic_grad, POINT))
+        assert document["verdict"] == "pass"
+        bars.append(np.median([p["worst"]["error_bar"] for p in document["params"]]))
+    assert bars[0] < bars[1] < bars[2]
+    assert bars[2] > 10 * bars[0]
 
 
 def test_extra_goes_to_context(validator):

@@ -670,6 +670,7 @@ def _param_report(
     span = leaf.span
     analytic, numeric = entries.analytic[span], entries.numeric[span]
     tolerance, codes = tolerance_all[span], entries.codes[span]
+    error_bar = entries.error_bar[span]
     judged = (codes == PASS) | (codes == FAIL)
     failed = codes == FAIL
     inconclusive = codes == INCONCLUSIVE
@@ -689,6 +690,7 @@ def _param_report(
             analytic=float(analytic[i]),
             numeric=float(numeric[i]),
             tolerance=float(tolerance[i]),
+            error_bar=float(error_bar[i]),
         )
 
     def doubtful(i: int) -> InconclusiveEntry:

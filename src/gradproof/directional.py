@@ -166,6 +166,7 @@ def _report(ctx: Context, judged: _Judged, j: int) -> ProbeReport:
         numeric=float(e.numeric[j]),
         tolerance=float(e.tolerance()[j]),
         verdict=_VERDICTS.get(judged.code(j), Verdict.INCONCLUSIVE),
+        error_bar=float(e.error_bar[j]),
     )
 
 

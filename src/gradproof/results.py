@@ -63,7 +63,12 @@ class EntryReport:
     analytic, numeric : float
         The two values of the gradient entry.
     tolerance : float
-        The largest acceptable ``|analytic - numeric|``.
+        The largest acceptable ``|analytic - numeric|``:
+        ``atol + rtol * max(|analytic|, |numeric|) + error_bar``.
+    error_bar : float
+        The finite difference's own uncertainty (the loss's noise and
+        round-off divided by the step, plus truncation for re-measured
+        entries), included in `tolerance`; NaN where it is not known.
     """
 
     name: str
@@ -71,6 +76,7 @@ class EntryReport:
     analytic: float
     numeric: float
     tolerance: float
+    error_bar: float = math.nan
 
     @property
     def error(self) -> float:
@@ -86,6 +92,7 @@ class EntryReport:
             "numeric": _json_float(self.numeric),
             "error": _json_float(self.error),
             "tolerance": _json_float(self.tolerance),
+            "error_bar": _json_float(self.error_bar),
         }
 
 
@@ -153,9 +160,12 @@ class ProbeReport:
         The directional derivative from the analytic gradient (``g . v``) and
         from finite differences along ``v``.
     tolerance : float
-        The largest acceptable ``|analytic - numeric|``.
+        The largest acceptable ``|analytic - numeric|``, `error_bar` included.
     verdict : Verdict
         Whether the two agree.
+    error_bar : float
+        The finite difference's own uncertainty along the direction; NaN
+        where it is not known.
     """
 
     name: str
@@ -167,6 +177,7 @@ class ProbeReport:
     numeric: float
     tolerance: float
     verdict: Verdict
+    error_bar: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -179,6 +190,7 @@ class ProbeReport:
             "analytic": _json_float(self.analytic),
             "numeric": _json_float(self.numeric),
             "tolerance": _json_float(self.tolerance),
+            "error_bar": _json_float(self.error_bar),
             "verdict": self.verdict.value,
         }
 

@@ -137,7 +137,9 @@ def _find_entry(tree: ParamTree, entry: str) -> tuple[Leaf, tuple[int, ...]]:
     return max(candidates, key=lambda c: len(c[0].name))
 
 
-_STEP_RULE = re.compile(r"(relative|absolute) ([0-9.]+(?:e[+-]?\d+)?)(?:[^,(]*\((\w+)\))?")
+_STEP_RULE = re.compile(
+    r"(relative|absolute) ([0-9.]+(?:e[+-]?\d+)?)(?: × max\(1, \|x\|\))?(?: \((\w+)\))?"
+)
 
 
 def _chosen_step(result: CheckResult | None, dtype: np.dtype[Any], x: float) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import re
 from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
@@ -34,6 +33,7 @@ from gradproof.report.text import (
     _num,
     _param_row,
     _probe_cells,
+    _split_code,
     _wrong_count,
 )
 from gradproof.results import CheckResult, Verdict
@@ -71,28 +71,12 @@ _NUMERIC_COLUMNS = {"rel. diff", "err/tol", "analytic", "numeric", "|error|", "t
                     "right"}  # fmt: skip
 
 
-_CODE_SPAN = re.compile(r"`([^`]+)`")
-
-
 def _prose(text: str) -> str:
-    """Escape a sentence of the report, showing its `code` spans as ``<code>`` elements.
-
-    Diagnoses, hints and notes quote code between backticks, as the terminal report prints
-    them; on the page the backticks become code formatting.
-    """
+    """Escape a sentence of the report, showing its `code` spans as ``<code>`` elements."""
     return "".join(
         f"<code>{escape(part)}</code>" if i % 2 else escape(part)
         for i, part in enumerate(_split_code(text))
     )
-
-
-def _split_code(text: str) -> list[str]:
-    """Split `text` into prose and code parts, alternating; unmatched backticks stay prose."""
-    parts, last = [], 0
-    for match in _CODE_SPAN.finditer(text):
-        parts += [text[last : match.start()], match.group(1)]
-        last = match.end()
-    return [*parts, text[last:]]
 
 
 def _table(

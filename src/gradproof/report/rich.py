@@ -29,6 +29,7 @@ from gradproof.report.text import (
     _num,
     _param_row,
     _probe_cells,
+    _split_code,
     _wrong_count,
 )
 from gradproof.results import CheckResult, ParamReport, Verdict
@@ -76,14 +77,27 @@ def _entry_table(headers: Sequence[str], rows: list[list[str]]) -> Table:
     return table
 
 
+def _prose(text: str, style: str = "") -> Text:
+    """Return a sentence of the report as rich text, its `code` spans bold, without backticks."""
+    return Text.assemble(
+        *((part, "bold") if i % 2 else part for i, part in enumerate(_split_code(text))),
+        style=style,
+    )
+
+
 def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
     diagnosis = report.diagnosis
     summary = diagnosis.summary if diagnosis else "wrong"
     parts: list[RenderableType] = [
-        Text.assemble(("  " + report.name, "bold red"), f": {summary} ({_wrong_count(report)})")
+        Text.assemble(
+            ("  " + report.name, "bold red"),
+            ": ",
+            _prose(summary),
+            f" ({_wrong_count(report)})",
+        )
     ]
     if diagnosis:
-        parts.append(Padding(Text("hint: " + diagnosis.hint, style="cyan"), (0, 0, 0, 4)))
+        parts.append(Padding(_prose("hint: " + diagnosis.hint, style="cyan"), (0, 0, 0, 4)))
     shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
     if shown:
         parts.append(
@@ -182,7 +196,7 @@ def render_renderable(
 
     if result.notes:
         parts += [Text(""), Text("Notes", style="bold")]
-        parts += [Text(f"  - {note}") for note in result.notes]
+        parts += [_prose(f"  - {note}") for note in result.notes]
 
     refined = (
         f" ({result.n_refined} entries re-measured at smaller steps)" if result.n_refined else ""

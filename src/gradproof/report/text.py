@@ -6,6 +6,7 @@ messages of assertion helpers, so they cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -124,6 +125,23 @@ def _param_row(report: ParamReport) -> list[str]:
 
 
 # The tables every renderer (text, rich, HTML) shows: one set of columns and cells for all.
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _split_code(text: str) -> list[str]:
+    """Split a sentence into prose and `code` parts, alternating, prose first.
+
+    Diagnoses, hints and notes quote code between backticks; the plain text
+    keeps them, the terminal and HTML reports show those parts as code.
+    Unmatched backticks stay in the prose.
+    """
+    parts, last = [], 0
+    for match in _CODE_SPAN.finditer(text):
+        parts += [text[last : match.start()], match.group(1)]
+        last = match.end()
+    return [*parts, text[last:]]
+
+
 _PARAM_HEADERS = (
     "parameter",
     "shape",
