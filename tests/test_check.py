@@ -577,3 +577,49 @@ def test_the_pass_through_options_are_options_of_check():
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     }
     assert keywords >= PASS_THROUGH_OPTIONS
+
+
+# -- how many entries a report lists --------------------------------------------------------------
+def _doubled_with_kinks():
+    params = {"W": np.linspace(-1, 1, 60).reshape(6, 10), "k": np.zeros(30)}
+
+    def loss(p):
+        return float(np.sum(np.sin(p["W"])) + np.sum(np.abs(p["k"])))
+
+    def grad(p):
+        return {"W": 2 * np.cos(p["W"]), "k": np.sign(p["k"])}
+
+    return loss, grad, params
+
+
+@pytest.mark.parametrize("max_listed", [None, 0, 5, 20, 100])
+def test_max_listed_caps_the_listed_entries_only(max_listed):
+    loss, grad, params = _doubled_with_kinks()
+    result = gradproof.check(loss, grad, params, max_listed=max_listed)
+    default = gradproof.check(loss, grad, params)
+    w, k = result["W"], result["k"]
+
+    def expected(n):
+        return n if max_listed is None else min(n, max_listed)
+
+    assert len(w.failures) == expected(60) and len(k.inconclusive_entries) == expected(30)
+    assert len(default["W"].failures) == MAX_LISTED_ENTRIES
+    # Counts, verdicts and the diagnosis are the same whatever is listed.
+    assert (w.n_failed, k.n_inconclusive) == (60, 30)
+    assert result.suspects == ("W",) and result.inconclusive == ("k",)
+    assert w.diagnosis == default["W"].diagnosis
+    # Listed worst first, and the first ones are the default's.
+    ratios = [e.error / e.tolerance for e in w.failures]
+    assert ratios == sorted(ratios, reverse=True)
+    shown = min(len(w.failures), MAX_LISTED_ENTRIES)
+    assert w.failures[:shown] == default["W"].failures[:shown]
+    if max_listed is None:
+        assert {e.index for e in w.failures} == set(np.ndindex(6, 10))
+
+
+@pytest.mark.parametrize(("value", "message"), [(-1, "0 or more"), (2.5, "an integer or None"),
+                                                (True, "an integer or None")])  # fmt: skip
+def test_max_listed_must_be_a_count(value, message):
+    loss, grad, params = _doubled_with_kinks()
+    with pytest.raises(InputError, match=message):
+        gradproof.check(loss, grad, params, max_listed=value)

@@ -412,3 +412,26 @@ def test_terminal_report_shows_quoted_code_in_bold(model):
     hint = next(line for line in out.splitlines() if "hint:" in line)
     assert "`" not in hint
     assert re.search(r"\x1b\[1(;\d+)*mw\x1b\[0m", hint), repr(hint)  # bold, on a terminal
+
+
+def test_verbose_lists_every_wrong_entry_in_every_report(tmp_path):
+    user = tmp_path / "dense.py"
+    user.write_text(
+        "import numpy as np\n"
+        "def loss(p): return float(np.sum(np.sin(p['W'])))\n"
+        "def grad(p): return {'W': 2 * np.cos(p['W'])}\n"
+        "def params(): return {'W': np.linspace(-1, 1, 60).reshape(6, 10)}\n"
+    )
+    base = (str(user), "--loss", "loss", "--grad", "grad", "--params", "params")
+    short_json = tmp_path / "short.json"
+    short = invoke(*base, "--json-out", str(short_json))
+    assert short.exit_code == 1
+    assert short.stdout.count("\n    W[") == 3 and "... 57 more wrong entries" in short.stdout
+    document = json.loads(short_json.read_text(encoding="utf-8"))
+    assert len(document["params"][0]["failures"]) == 20  # the 20 worst
+    out = tmp_path / "report.json"
+    full = invoke(*base, "--verbose", "--json-out", str(out))
+    assert full.exit_code == 1
+    assert full.stdout.count("\n    W[") == 60 and "more wrong entries" not in full.stdout
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert len(document["params"][0]["failures"]) == 60

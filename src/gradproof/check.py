@@ -101,6 +101,7 @@ PASS_THROUGH_OPTIONS = frozenset(
         "eps",
         "executor",
         "max_evals",
+        "max_listed",
         "method",
         "mode",
         "n_probes",
@@ -156,6 +157,7 @@ def check(
     loss_batch: LossFunction | None = None,
     batch_size: int | None = None,
     progress: bool | None = None,
+    max_listed: int | None = MAX_LISTED_ENTRIES,
 ) -> CheckResult:
     """Check a gradient against finite differences, parameter by parameter.
 
@@ -245,6 +247,10 @@ def check(
     progress : bool, optional
         Show a progress bar with the time left on stderr: by default only when
         stderr is a terminal.
+    max_listed : int or None, optional
+        How many wrong entries, and how many inconclusive ones, each parameter
+        report lists (worst first); ``None`` lists every one. The counts, the
+        diagnosis and the full arrays never depend on it.
 
     Returns
     -------
@@ -304,6 +310,7 @@ def check(
     """
     started = time.perf_counter()
     _validate_options(loss, method, precision, rtol, atol, seed)
+    _validate_max_listed(max_listed)
     _validate_strategy(mode, max_evals, time_budget, n_probes, n_samples, loss_batch, batch_size)
     tree, x0 = ParamTree.flatten(params)
     evaluator = LossEvaluator(loss, tree, seed)
@@ -394,7 +401,7 @@ def check(
             entries = ctx.judge_entries()
         notes.extend(entries.notes)
         n_evals = ctx.n_evals + entries.direct_evals
-    reports = _param_reports(tree, entries, chosen, outcome)
+    reports = _param_reports(tree, entries, chosen, outcome, max_listed)
     judged = (entries.codes == PASS) | (entries.codes == FAIL)
     return CheckResult(
         params=reports,
@@ -440,6 +447,17 @@ def _validate_options(
             )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise InputError(f"`seed` must be an integer or None; got {seed!r}.")
+
+
+def _validate_max_listed(max_listed: object) -> None:
+    if max_listed is None:
+        return
+    if isinstance(max_listed, bool) or not isinstance(max_listed, (int, np.integer)):
+        raise InputError(f"`max_listed` must be an integer or None; got {max_listed!r}.")
+    if max_listed < 0:
+        raise InputError(
+            f"`max_listed` must be 0 or more; got {max_listed}. Pass None to list every entry."
+        )
 
 
 def _require_repeatable(evaluator: LossEvaluator, x0: FloatArray, seed: int | None) -> None:
@@ -635,7 +653,11 @@ def _spacing(x0: FloatArray, sampling: list[tuple[slice, np.dtype[Any]]]) -> Flo
 
 # -- reports --------------------------------------------------------------------------------------
 def _param_reports(
-    tree: ParamTree, entries: Entries, strategy: str, outcome: DirectionalOutcome | None
+    tree: ParamTree,
+    entries: Entries,
+    strategy: str,
+    outcome: DirectionalOutcome | None,
+    max_listed: int | None,
 ) -> tuple[ParamReport, ...]:
     tolerance = entries.tolerance()
     reports = [
@@ -646,6 +668,7 @@ def _param_reports(
             strategy=strategy,
             probes=() if outcome is None else tuple(outcome.probes.get(i, ())),
             localised=outcome is not None and outcome.localised.get(i, False),
+            max_listed=max_listed,
         )
         for i, leaf in enumerate(tree.leaves)
     ]
@@ -666,6 +689,7 @@ def _param_report(
     strategy: str,
     probes: tuple[ProbeReport, ...],
     localised: bool,
+    max_listed: int | None,
 ) -> ParamReport:
     span = leaf.span
     analytic, numeric = entries.analytic[span], entries.numeric[span]
@@ -706,7 +730,8 @@ def _param_report(
         )
 
     order = np.argsort(-ranked, kind="stable")
-    failures = tuple(entry(int(i)) for i in order[: min(int(failed.sum()), MAX_LISTED_ENTRIES)])
+    listed = int(failed.sum()) if max_listed is None else min(int(failed.sum()), max_listed)
+    failures = tuple(entry(int(i)) for i in order[:listed])
     verdict = _verdict(failed.any(), inconclusive.any(), probes, localised)
     return ParamReport(
         name=leaf.name,
@@ -719,7 +744,7 @@ def _param_report(
         worst=entry(int(np.argmax(ranked))) if judged.any() else None,
         failures=failures,
         inconclusive_entries=tuple(
-            doubtful(int(i)) for i in np.flatnonzero(inconclusive)[:MAX_LISTED_ENTRIES]
+            doubtful(int(i)) for i in np.flatnonzero(inconclusive)[:max_listed]
         ),
         n_entries=leaf.size,
         n_checked=int(np.count_nonzero(codes != UNCHECKED)),

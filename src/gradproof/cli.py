@@ -256,7 +256,13 @@ def check(
         ),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="List every wrong or inconclusive entry.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="List every wrong or inconclusive entry, in every report (by default the "
+            "text shows the 3 worst of each parameter, JSON and HTML the 20 worst).",
+        ),
     ] = False,
 ) -> None:
     """Check the gradient of your own code, without writing a script.
@@ -264,6 +270,7 @@ def check(
     Loads TARGET, calls the loss and gradient functions at the parameters, and
     compares the gradient with finite differences, parameter by parameter.
     """
+    from gradproof.check import MAX_LISTED_ENTRIES
     from gradproof.check import check as run_check
     from gradproof.errors import GradproofError, UserCodeError
     from gradproof.target import (
@@ -296,6 +303,8 @@ def check(
             rel_step=rel_step,
             seed=seed,
             max_evals=max_evals,
+            # --verbose lists every wrong and inconclusive entry, in every report.
+            max_listed=None if verbose else MAX_LISTED_ENTRIES,
         )
     except UserCodeError as error:
         cause = error.__cause__

@@ -221,9 +221,10 @@ class ParamReport:
     worst : EntryReport or None
         The entry with the largest error ratio (None if nothing was judged).
     failures : tuple of EntryReport
-        The wrong entries, worst first (at most ``MAX_LISTED_ENTRIES``).
+        The wrong entries, worst first (at most the check's `max_listed`,
+        20 by default).
     inconclusive_entries : tuple of InconclusiveEntry
-        The entries that could not be judged, with why (at most ``MAX_LISTED_ENTRIES``).
+        The entries that could not be judged, with why (at most `max_listed`).
     n_entries, n_checked, n_failed, n_inconclusive : int
         Entry counts: in all, measured, wrong, not judged.
     diagnosis : Diagnosis or None
