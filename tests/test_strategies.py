@@ -83,6 +83,40 @@ def test_ten_wrong_entries_are_all_found_and_nothing_else(wide, wide_grad):
     assert not result.notes, result.notes
 
 
+def test_errors_that_cancel_along_the_first_direction_are_found_along_a_second():
+    # Seed 15 plants 10 errors in W1 of which 5 lie in one half of the tensor and, weighted
+    # by the first direction, sum to less than that half's tolerance: halving along it finds
+    # only the other 5, and those account for its whole discrepancy. The confirming direction
+    # shows the shortfall, and the search along it finds the rest.
+    net = relu_network((100, 100, 1))
+    correct = net.grad(net.params)
+    wrong, planted = plant_wrong_entries(correct, "W1", 10, seed=15)
+    result = check(net.loss, wrong, net.params, mode="directional")
+    report = result["W1"]
+    assert sorted(flat_position(report, e) for e in report.failures) == planted.tolist()
+    assert result.suspects == ("W1",)
+    (note,) = result.notes
+    assert note.startswith("W1: the 5 wrong entries found along its first random direction")
+    assert note.endswith("the search along 1 more found 5 more.")
+    # Errors cancelling along the first direction: the first half-split misses 5 of them.
+    half = report.shape[0] * report.shape[1] // 2
+    top = next(p for p in report.probes if p.draw == 0)
+    weights = probe_weights(Probe(0, 0, 2 * half, 0), net.params["W1"].ravel(), 0)
+    errors = (wrong["W1"] - correct["W1"]).ravel()
+    second = planted[planted >= half]
+    assert abs(float(weights[second] @ errors[second])) < top.tolerance
+    assert len(second) == 5
+
+
+def test_the_confirming_direction_costs_two_evaluations_per_failing_tensor(wide, wide_grad):
+    wrong, _ = plant_wrong_entries(wide_grad, "W2", 1, seed=4)
+    result = check(wide.loss, wrong, wide.params, mode="directional")
+    draws = sorted(p.draw for p in result["W2"].probes)
+    assert draws == [0, 2]  # the tensor's probe, then one fresh direction (1 is for kinks)
+    assert all(len(result[name].probes) == 1 for name in ("W1", "b1", "W3", "b3"))
+    assert not result.notes
+
+
 def test_wrong_entries_found_by_localisation_match_the_full_sweep():
     net = relu_network((40, 30, 1), n_examples=32, seed=1)
     wrong, planted = plant_wrong_entries(net.grad(net.params), "W2", 3, seed=4)

@@ -23,9 +23,16 @@ Note [Localisation]
     and :data:`DENSE_SAMPLE` random entries of the failing ranges are judged
     instead, enough for the diagnosis.
 
-    Finally the entries found are weighed against the probe: their errors
-    along the probe's direction should account for the probe's discrepancy.
-    If they do not, the result says that more wrong entries may remain.
+    Finally the entries found are weighed: their errors along a direction
+    should account for the probe's discrepancy along it. They are weighed
+    against the direction searched, and against a fresh random direction
+    measured for the purpose (two evaluations per failing tensor). Errors that
+    cancel along the searched direction (two in one half, of opposite signs
+    and nearly equal weighted sizes) are missed by its halving and account for
+    none of its discrepancy, but show along the fresh direction; a shortfall
+    there starts a new search, along the fresh direction, up to
+    :data:`MAX_DIRECTIONS` rounds. If the entries found still fall short, the
+    result says that more wrong entries may remain.
 """
 
 from __future__ import annotations
@@ -41,7 +48,14 @@ from gradproof.results import ProbeReport, Verdict
 from gradproof.sweep import FAIL, INCONCLUSIVE, PASS, CoordinateProblem, Entries, judge_coordinates
 from gradproof.tree import format_index
 
-__all__ = ["DENSE_SAMPLE", "LEAF_RANGE", "MAX_FRONTIER", "DirectionalOutcome", "check_directional"]
+__all__ = [
+    "DENSE_SAMPLE",
+    "LEAF_RANGE",
+    "MAX_DIRECTIONS",
+    "MAX_FRONTIER",
+    "DirectionalOutcome",
+    "check_directional",
+]
 
 MAX_FRONTIER = 16
 """More failing ranges than this in one tensor at once mark a dense bug (Note [Localisation])."""
@@ -51,6 +65,10 @@ DENSE_SAMPLE = 32
 
 LEAF_RANGE = 2
 """Ranges of at most this many entries are judged entry by entry."""
+
+MAX_DIRECTIONS = 3
+"""Rounds of localisation a failing tensor gets, each along a new random direction, while the
+entries found fall short of a confirming direction (Note [Localisation])."""
 
 _VERDICTS = {PASS: Verdict.PASS, FAIL: Verdict.FAIL, INCONCLUSIVE: Verdict.INCONCLUSIVE}
 
@@ -217,21 +235,97 @@ def check_directional(
                 failing[probe.leaf] = r.known(j)
     if not failing or not localise or outcome.interrupted:
         return outcome
-    candidates: list[npt.NDArray[np.intp]] = []
-    for leaf_index, known in failing.items():
-        found, localised = _localise(ctx, known, max_evals, outcome)
-        candidates.append(found)
-        outcome.localised[leaf_index] = localised
-        if _stopped(outcome):
-            break
-    outcome.indices = np.unique(np.concatenate(candidates)) if candidates else outcome.indices
-    if outcome.indices.size and not outcome.interrupted:
+    _search(ctx, failing, max_evals, outcome, fresh_draw=2 * n_probes)
+    return outcome
+
+
+def _search(
+    ctx: Context,
+    failing: dict[int, _Known],
+    max_evals: int | None,
+    outcome: DirectionalOutcome,
+    *,
+    fresh_draw: int,
+) -> None:
+    """Localise every failing tensor, confirm along a fresh direction, search again if short.
+
+    Note [Localisation]: each round localises along one direction, then weighs the
+    entries found against that direction and against a fresh one, measured for the
+    purpose. Errors that cancel along the first direction do not cancel along the
+    fresh one, so a shortfall there starts the next round, along the fresh direction.
+    """
+    found: list[npt.NDArray[np.intp]] = []
+    searching = dict(failing)
+    directions = dict.fromkeys(failing, 0)  # searched along, per tensor
+    first_found: dict[int, int] = {}  # wrong entries found in the first round, if short
+    missed: dict[int, float] = {}
+    draw = fresh_draw
+    for _ in range(MAX_DIRECTIONS):
+        for leaf_index, known in searching.items():
+            indices, localised = _localise(ctx, known, max_evals, outcome)
+            found.append(indices)
+            outcome.localised[leaf_index] = localised
+            directions[leaf_index] += 1
+            if _stopped(outcome):
+                break
+        outcome.indices = np.unique(np.concatenate(found))
+        if not outcome.indices.size or _stopped(outcome):
+            return
         outcome.entries = ctx.judge_entries(outcome.indices)
         outcome.interrupted |= outcome.entries.interrupted
-        for leaf_index, known in failing.items():
-            if outcome.localised.get(leaf_index):
-                _weigh_found(ctx, known, outcome)
-    return outcome
+        if outcome.interrupted:
+            return
+        searched = {leaf: k for leaf, k in searching.items() if outcome.localised.get(leaf)}
+        fresh = [Probe(leaf, k.probe.start, k.probe.stop, draw + i)
+                 for i, (leaf, k) in enumerate(searched.items())]  # fmt: skip
+        draw += len(fresh)
+        confirmations: dict[int, _Known] = {}
+        if fresh and (max_evals is None or ctx.n_evals + 2 * len(fresh) <= max_evals):
+            judged = _judge_probes(ctx, fresh, resolve=False)  # like the halves: a guide
+            outcome.n_probes += len(fresh)
+            outcome.interrupted |= judged.entries.interrupted
+            if outcome.interrupted:
+                return
+            for j, probe in enumerate(fresh):
+                outcome.probes.setdefault(probe.leaf, []).append(_report(ctx, judged, j))
+                if judged.code(j) in (PASS, FAIL):
+                    confirmations[probe.leaf] = judged.known(j)
+        searching = {}
+        for leaf_index, known in searched.items():
+            weighed = [known, *([confirmations[leaf_index]] if leaf_index in confirmations else [])]
+            shares = [_unexplained_share(ctx, k, outcome) for k in weighed]
+            short = [share for share in shares if share is not None]
+            if not short:
+                missed.pop(leaf_index, None)
+                continue
+            missed[leaf_index] = min(short)
+            first_found.setdefault(leaf_index, _wrong_in(outcome, known.probe).size)
+            fresh_known = confirmations.get(leaf_index)
+            if fresh_known is not None and shares[-1] is not None:
+                searching[leaf_index] = fresh_known  # the errors it shows are not cancelled
+        if not searching:
+            break
+    for leaf_index, before in first_found.items():
+        name = ctx.tree.leaves[leaf_index].name
+        count = _wrong_in(outcome, failing[leaf_index].probe).size
+        if leaf_index in missed:
+            outcome.localised[leaf_index] = False
+            outcome.notes.append(
+                f"{name}: the {_entries(count)} found account for {missed[leaf_index]:.0%} of "
+                f"its probes' discrepancy, after a search along {directions[leaf_index]} random "
+                "direction(s); other wrong entries may remain. Use mode='full' to sweep every "
+                "entry."
+            )
+        else:
+            outcome.notes.append(
+                f"{name}: the {_entries(before)} found along its first random direction did "
+                "not account for a second one (their errors cancel along the first); the "
+                f"search along {directions[leaf_index] - 1} more found {count - before} more."
+            )
+
+
+def _entries(count: int) -> str:
+    return f"{count} wrong entr{'y' if count == 1 else 'ies'}"
 
 
 def _stopped(outcome: DirectionalOutcome) -> bool:
@@ -326,29 +420,32 @@ def _dense_sample(ctx: Context, frontier: list[_Known]) -> npt.NDArray[np.intp]:
     return np.sort(rng.choice(union, size=size, replace=False))
 
 
-def _weigh_found(ctx: Context, top: _Known, outcome: DirectionalOutcome) -> None:
-    """Note when the wrong entries found do not account for the probe's discrepancy.
+def _wrong_in(outcome: DirectionalOutcome, probe: Probe) -> npt.NDArray[np.intp]:
+    """Return the entries judged wrong so far within the probe's range."""
+    assert outcome.entries is not None
+    indices = outcome.indices
+    inside = indices[(indices >= probe.start) & (indices < probe.stop)]
+    wrong: npt.NDArray[np.intp] = inside[outcome.entries.codes[inside] == FAIL]
+    return wrong
 
-    The tensor then counts as not fully localised: its unmeasured entries are
-    not presumed right.
+
+def _unexplained_share(ctx: Context, top: _Known, outcome: DirectionalOutcome) -> float | None:
+    """Weigh the wrong entries found against the probe (Note [Localisation]).
+
+    Returns None when their errors along the probe's direction account for its
+    discrepancy (within its tolerance and theirs), else the share they explain.
     """
     entries = outcome.entries
-    if entries is None:
-        return
+    assert entries is not None
     probe = top.probe
-    inside = outcome.indices[(outcome.indices >= probe.start) & (outcome.indices < probe.stop)]
-    wrong = inside[entries.codes[inside] == FAIL]
+    wrong = _wrong_in(outcome, probe)
     weights = probe_weights(probe, ctx.x0, ctx.probe_seed)[wrong - probe.start]
     explained = float(((entries.analytic[wrong] - entries.numeric[wrong]) * weights).sum())
     slack = float((np.abs(weights) * entries.tolerance()[wrong]).sum())
     discrepancy = top.analytic - top.numeric
     allowance = ctx.atol + float(ctx.rtol[probe.start]) * abs(top.analytic) + top.error_bar
-    if wrong.size and abs(discrepancy - explained) > allowance + slack:
-        outcome.localised[probe.leaf] = False
-        share = abs(explained / discrepancy) if discrepancy else 0.0
-        name = ctx.tree.leaves[probe.leaf].name
-        outcome.notes.append(
-            f"{name}: the {wrong.size} wrong entr{'y' if wrong.size == 1 else 'ies'} found "
-            f"account for {share:.0%} of its probe's discrepancy; other wrong entries may "
-            "remain. Use mode='full' to sweep every entry."
-        )
+    # Nothing found: the probe failed at a kink along it (the entries are inconclusive), and
+    # the verdict logic handles that; there is nothing to weigh.
+    if not wrong.size or abs(discrepancy - explained) <= allowance + slack:
+        return None
+    return abs(explained / discrepancy) if discrepancy else 0.0
