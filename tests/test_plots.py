@@ -216,3 +216,31 @@ def test_write_figures_writes_valid_pngs(course_result, tmp_path):
     # without the loss, no step sweep (it needs new evaluations)
     again = plots.write_figures(result, tmp_path / "nosweep")
     assert not any(p.name.startswith("step_sweep") for p in again)
+
+
+def test_a_probed_tensor_shows_its_probes_and_gets_no_blank_heat_map():
+    import matplotlib.pyplot as plt
+
+    from gradproof.corpus.scaling import plant_wrong_entries, relu_network
+
+    net = relu_network((20, 15, 10, 1), n_examples=8)  # W1 and W2 are matrices
+    wrong, _ = plant_wrong_entries(net.grad(net.params), "W1", 1, seed=3)
+    result = check(net.loss, wrong, net.params, mode="directional")
+    probed = result["W2"]  # passes along its probe: no entry measured one by one
+    assert not np.isfinite(probed.numeric).any() and probed.probes
+    figure = plots.plot_analytic_vs_numeric(probed)
+    (ax,) = figure.axes
+    assert ax.get_title() == "W2: 0 of 1 probe wrong"
+    (points,) = ax.collections
+    offsets = points.get_offsets()
+    assert offsets[:, 0].tolist() == [p.numeric for p in probed.probes]
+    assert offsets[:, 1].tolist() == [p.analytic for p in probed.probes]
+    plt.close(figure)
+    # The wrong tensor shows its measured entries; only it gets a heat map.
+    localised = plots.plot_analytic_vs_numeric(result["W1"])
+    assert localised.axes[0].get_title().endswith("wrong") and "probes" not in (
+        localised.axes[0].get_title()
+    )
+    plt.close(localised)
+    stems = [spec.stem for spec in plots.iter_figures(result)]
+    assert [s for s in stems if s.startswith("heatmap")] == ["heatmap_W1"]

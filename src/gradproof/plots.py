@@ -199,7 +199,10 @@ def plot_analytic_vs_numeric(report: ParamReport, ax: Any = None) -> Any:
     """Scatter a tensor's analytic gradient entries against the numerical ones.
 
     Correct entries lie on the diagonal; wrong entries (error above their
-    tolerance) are drawn in red.
+    tolerance) are drawn in red. A tensor checked only along random directions
+    (``mode="directional"``, no entry measured one by one) shows its probes
+    instead: the directional derivatives ``g . v`` against their finite
+    differences.
 
     Parameters
     ----------
@@ -220,6 +223,13 @@ def plot_analytic_vs_numeric(report: ParamReport, ax: Any = None) -> Any:
     analytic, numeric = report.analytic.ravel(), report.numeric.ravel()
     measured = np.isfinite(analytic) & np.isfinite(numeric)
     wrong = measured & (error_ratios(report).ravel() > 1)
+    what = "wrong"
+    if not measured.any() and report.probes:
+        analytic = np.array([p.analytic for p in report.probes])
+        numeric = np.array([p.numeric for p in report.probes])
+        measured = np.isfinite(analytic) & np.isfinite(numeric)
+        wrong = measured & np.array([p.verdict is Verdict.FAIL for p in report.probes])
+        what = "probe wrong" if len(report.probes) == 1 else "probes wrong"
     good = measured & ~wrong
     if measured.any():
         values = np.concatenate([analytic[measured], numeric[measured]])
@@ -240,9 +250,13 @@ def plot_analytic_vs_numeric(report: ParamReport, ax: Any = None) -> Any:
     else:
         ax.text(0.5, 0.5, "no entry measured", ha="center", va="center", transform=ax.transAxes)
     ax.ticklabel_format(useOffset=False)
+    ax.locator_params(nbins=5)  # long tick labels of close values must not overlap
     ax.set_xlabel("numeric gradient")
     ax.set_ylabel("analytic gradient")
-    ax.set_title(f"{report.name}: {int(wrong.sum())} of {int(measured.sum())} wrong", fontsize=10)
+    if what != "wrong":
+        ax.set_xlabel("numeric derivative along the probe")
+        ax.set_ylabel("analytic derivative along the probe (g · v)")
+    ax.set_title(f"{report.name}: {int(wrong.sum())} of {int(measured.sum())} {what}", fontsize=10)
     return figure
 
 
@@ -508,10 +522,16 @@ def iter_figures(
         "analytic_vs_numeric",
         "Analytic against numeric gradient",
         "Scatter plots, one per tensor, of analytic against numeric gradient entries; "
-        "wrong entries are red crosses off the diagonal.",
+        "wrong entries are red crosses off the diagonal. A tensor checked only along random "
+        "directions shows its probes.",
         lambda: _tensor_grid(ordered),
     )
-    matrices = [p for p in ordered if len(p.shape) == 2 and min(p.shape) > 1]
+    # A matrix with no entry measured one by one (probed only) would be a blank heat map.
+    matrices = [
+        p
+        for p in ordered
+        if len(p.shape) == 2 and min(p.shape) > 1 and np.isfinite(p.numeric).any()
+    ]
     for report in matrices[:MAX_HEATMAPS]:
         yield FigureSpec(
             _stem("heatmap", report.name),
