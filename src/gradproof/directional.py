@@ -316,7 +316,7 @@ def _search(
                 "direction(s); other wrong entries may remain. Use mode='full' to sweep every "
                 "entry."
             )
-        else:
+        elif count > before:  # else the shortfall was the confirming probe's own error
             outcome.notes.append(
                 f"{name}: the {_entries(before)} found along its first random direction did "
                 "not account for a second one (their errors cancel along the first); the "
