@@ -292,6 +292,10 @@ def test_html_report_and_plots_include_the_step_sweep(model, tmp_path):
     assert {"relative_differences.png", "analytic_vs_numeric.png"} <= set(names)
     text = page.read_text(encoding="utf-8")
     assert "Step sweep of w[" in text
+    # What was checked, under the verdict.
+    assert '<dl class="context">' in text
+    assert f"<dt>target</dt><dd><code>{model}</code></dd>" in text
+    assert "<dt>grad</dt><dd><code>bad_grad</code></dd>" in text
     assert text.count("data:image/png;base64,") == len(names)
 
 

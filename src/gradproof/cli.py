@@ -280,11 +280,9 @@ def check(
         resolve_function,
     )
 
-    writers: list[tuple[Callable[..., Any], Path]] = []
-    if html is not None:
-        writers.append((_optional_writer("gradproof.report.html", "write_html", "--html"), html))
-    if plots is not None:
-        writers.append((_optional_writer("gradproof.plots", "write_figures", "--plots"), plots))
+    # Looked up before the check, so that a missing extra fails fast.
+    write_page = _optional_writer("gradproof.report.html", "write_html", "--html") if html else None
+    write_plots = _optional_writer("gradproof.plots", "write_figures", "--plots") if plots else None
 
     try:
         module = load_target(target)
@@ -316,7 +314,7 @@ def check(
     from gradproof.report.json import to_json_text, write_json
 
     figure_options: dict[str, Any] = {}
-    if sweep and writers:
+    if sweep and (write_page or write_plots):
         figure_options = {
             "loss": _sweep_loss(loss_fn, seed),
             "params": point,
@@ -325,8 +323,10 @@ def check(
     try:
         if json_out is not None:
             write_json(result, json_out, extra=context)
-        for writer, path in writers:
-            writer(result, path, **figure_options)
+        if write_page is not None:
+            write_page(result, html, context=context, **figure_options)
+        if write_plots is not None:
+            write_plots(result, plots, **figure_options)
     except OSError as error:
         _fail(f"cannot write the report: {error}")
     except UserCodeError as error:

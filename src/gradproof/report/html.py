@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ tr.inconclusive td.v { color: #b06000; font-weight: 600; }
 tr.pass td.v { color: #1e8e3e; }
 code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em;
        background: #f3f3f3; padding: 0.05em 0.3em; border-radius: 3px; }
+dl.context { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em;
+             margin: 0.8em 0; }
+dl.context dt { color: #555; } dl.context dd { margin: 0; }
 .hint { color: #444; margin: 0.2em 0 0.6em 1em; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -98,6 +101,16 @@ def _table(
             cells.append(f"<td{attribute}>{escape(cell)}</td>")
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _context_section(context: Mapping[str, str] | None) -> str:
+    if not context:
+        return ""
+    items = "".join(
+        f"<dt>{escape(key)}</dt><dd><code>{escape(str(value))}</code></dd>"
+        for key, value in context.items()
+    )
+    return f'<dl class="context">{items}</dl>'
 
 
 def _parameters_section(result: CheckResult) -> str:
@@ -231,6 +244,7 @@ def render_html(
     params: Params | None = None,
     entry: str | None = None,
     title: str = "gradproof report",
+    context: Mapping[str, str] | None = None,
 ) -> str:
     """Render a check as one self-contained HTML page.
 
@@ -247,6 +261,9 @@ def render_html(
         The entry to sweep; by default the worst entry of the worst parameter.
     title : str, optional
         The page's title.
+    context : mapping of str to str, optional
+        What was checked, shown under the verdict, e.g. ``{"target": "model.py",
+        "loss": "loss"}`` (``gradproof check`` passes its arguments).
 
     Returns
     -------
@@ -268,6 +285,7 @@ def render_html(
     sections = [
         f'<h1>{escape(title)}</h1><p class="verdict {verdict}" id="verdict">'
         f"{escape(_headline(result))}</p>",
+        _context_section(context),
         _parameters_section(result),
         _diagnosis_section(result),
         _inconclusive_section(result),
