@@ -27,9 +27,9 @@ Note [Localisation]
     should account for the probe's discrepancy along it. They are weighed
     against the direction searched, and against a fresh random direction
     measured for the purpose (two evaluations per failing tensor). Errors that
-    cancel along the searched direction (two in one half, of opposite signs
-    and nearly equal weighted sizes) are missed by its halving and account for
-    none of its discrepancy, but show along the fresh direction; a shortfall
+    cancel along the searched direction (several in one half whose weighted
+    sum is below that half's tolerance) are missed by its halving and account
+    for none of its discrepancy, but show along the fresh direction; a shortfall
     there starts a new search, along the fresh direction, up to
     :data:`MAX_DIRECTIONS` rounds. If the entries found still fall short, the
     result says that more wrong entries may remain.
