@@ -223,13 +223,12 @@ def plot_analytic_vs_numeric(report: ParamReport, ax: Any = None) -> Any:
     analytic, numeric = report.analytic.ravel(), report.numeric.ravel()
     measured = np.isfinite(analytic) & np.isfinite(numeric)
     wrong = measured & (error_ratios(report).ravel() > 1)
-    what = "wrong"
-    if not measured.any() and report.probes:
+    probed = not measured.any() and bool(report.probes)
+    if probed:
         analytic = np.array([p.analytic for p in report.probes])
         numeric = np.array([p.numeric for p in report.probes])
         measured = np.isfinite(analytic) & np.isfinite(numeric)
         wrong = measured & np.array([p.verdict is Verdict.FAIL for p in report.probes])
-        what = "probe wrong" if len(report.probes) == 1 else "probes wrong"
     good = measured & ~wrong
     if measured.any():
         values = np.concatenate([analytic[measured], numeric[measured]])
@@ -251,11 +250,14 @@ def plot_analytic_vs_numeric(report: ParamReport, ax: Any = None) -> Any:
         ax.text(0.5, 0.5, "no entry measured", ha="center", va="center", transform=ax.transAxes)
     ax.ticklabel_format(useOffset=False)
     ax.locator_params(nbins=5)  # long tick labels of close values must not overlap
-    ax.set_xlabel("numeric gradient")
-    ax.set_ylabel("analytic gradient")
-    if what != "wrong":
+    if probed:
         ax.set_xlabel("numeric derivative along the probe")
         ax.set_ylabel("analytic derivative along the probe (g · v)")
+        what = "probe wrong" if len(report.probes) == 1 else "probes wrong"
+    else:
+        ax.set_xlabel("numeric gradient")
+        ax.set_ylabel("analytic gradient")
+        what = "wrong"
     ax.set_title(f"{report.name}: {int(wrong.sum())} of {int(measured.sum())} {what}", fontsize=10)
     return figure
 

@@ -124,7 +124,6 @@ def _param_row(report: ParamReport) -> list[str]:
     ]
 
 
-# The tables every renderer (text, rich, HTML) shows: one set of columns and cells for all.
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
@@ -142,6 +141,7 @@ def _split_code(text: str) -> list[str]:
     return [*parts, text[last:]]
 
 
+# The tables every renderer (text, rich, HTML) shows: one set of columns and cells for all.
 _PARAM_HEADERS = (
     "parameter",
     "shape",
