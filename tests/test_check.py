@@ -623,3 +623,30 @@ def test_max_listed_must_be_a_count(value, message):
     loss, grad, params = _doubled_with_kinks()
     with pytest.raises(InputError, match=message):
         gradproof.check(loss, grad, params, max_listed=value)
+
+
+@pytest.mark.parametrize(
+    ("options", "rules", "line"),
+    [
+        ({"eps": 1e-7}, (("absolute", 1e-7, None),), "absolute 1e-07"),
+        ({"rel_step": 1e-4}, (("relative", 1e-4, None),), "relative 0.0001 × max(1, |x|)"),
+    ],
+    ids=["eps", "rel_step"],
+)
+def test_step_rules_are_the_users_step(options, rules, line):
+    result = check(lambda w: float(np.sum(w**2)), lambda w: 2 * w, np.array([1.0, 3.0]), **options)
+    assert [(r.kind, r.value, r.dtype) for r in result.step_rules] == list(rules)
+    assert result.step == line
+    assert result.step_rules[0].at(3.0) == pytest.approx(3e-4 if "rel_step" in options else 1e-7)
+
+
+def test_step_rules_name_their_dtype():
+    from gradproof.steps import default_relative_step
+
+    result = check(
+        lambda w: float(np.sum(w**2)), lambda w: 2 * w, np.array([1.0, 3.0]), noise=False
+    )
+    (rule,) = result.step_rules
+    assert (rule.kind, rule.dtype) == ("relative", "float64")
+    assert rule.value == pytest.approx(default_relative_step(np.float64))
+    assert result.step == f"relative {rule.value:.3g} × max(1, |x|) (float64)"

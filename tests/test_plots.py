@@ -171,8 +171,12 @@ def test_step_sweep_takes_the_rule_of_its_entrys_dtype():
 
     result = check(loss, grad, params, precision="native")
     assert "(float32)" in result.step and "(float64)" in result.step, result.step
+    # The rules as data, and as the line the reports print.
     rules = re.findall(r"relative (\S+) × max\(1, \|x\|\) \((\w+)\)", result.step)
-    steps = {name: float(value) for value, name in rules}
+    steps = {rule.dtype: rule.value for rule in result.step_rules}
+    assert {name: float(value) for value, name in rules} == {
+        name: float(f"{value:.3g}") for name, value in steps.items()
+    }
     assert steps["float32"] > 100 * steps["float64"]
     assert step_sweep(loss, params, "b[1]", result=result).chosen_step == pytest.approx(
         steps["float32"] * 2.5
@@ -244,3 +248,30 @@ def test_a_probed_tensor_shows_its_probes_and_gets_no_blank_heat_map():
     plt.close(localised)
     stems = [spec.stem for spec in plots.iter_figures(result)]
     assert [s for s in stems if s.startswith("heatmap")] == ["heatmap_W1"]
+
+
+def test_step_sweep_reseeds_a_random_loss_as_the_check_did():
+    def dropout_loss(p):  # a random mask from numpy's global generator, as dropout draws it
+        mask = np.random.random(p.shape) < 0.5  # noqa: NPY002
+        return float(np.sum(np.sin(p) * mask))
+
+    x = np.array([0.3, 1.7, -0.4])
+    mask = np.random.RandomState(0).random_sample(x.shape) < 0.5  # the mask of seed 0
+    result = check(dropout_loss, lambda p: np.cos(p) * mask, x, seed=0)
+    assert result.passed
+    sweep = step_sweep(dropout_loss, x, "params[1]", result=result)
+    # Re-seeded before every call, the loss is one smooth function: the V bottoms out low.
+    assert float(np.min(sweep.errors)) < 1e-9
+
+
+def test_step_sweep_reports_the_losss_own_error():
+    from gradproof.errors import UserCodeError
+
+    def loss(p):
+        if p[0] > 1.0 + 1e-3:
+            raise ValueError("outside the model's range")
+        return float(np.sum(p**2))
+
+    with pytest.raises(UserCodeError, match="during the step sweep") as raised:
+        step_sweep(loss, np.array([1.0, 2.0]), "params[0]")
+    assert isinstance(raised.value.__cause__, ValueError)

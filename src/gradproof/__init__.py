@@ -24,7 +24,14 @@ from gradproof.errors import (
     InputError,
     UserCodeError,
 )
-from gradproof.results import CheckResult, EntryReport, ParamReport, ProbeReport, Verdict
+from gradproof.results import (
+    CheckResult,
+    EntryReport,
+    ParamReport,
+    ProbeReport,
+    StepRule,
+    Verdict,
+)
 from gradproof.tree import ParamTree
 
 __version__ = "0.1.0"
@@ -41,6 +48,7 @@ __all__ = [
     "ParamReport",
     "ParamTree",
     "ProbeReport",
+    "StepRule",
     "UserCodeError",
     "Verdict",
     "__version__",

@@ -59,6 +59,7 @@ from gradproof.results import (
     InconclusiveEntry,
     ParamReport,
     ProbeReport,
+    StepRule,
     Verdict,
 )
 from gradproof.sampled import DEFAULT_SAMPLES, sample_indices
@@ -408,7 +409,7 @@ def check(
         relative_difference=relative_difference(entries.analytic[judged], entries.numeric[judged]),
         loss_value=f0,
         method=method,
-        step=_describe_step(eps, rel_step, sampling, stencil_order, estimate, f0),
+        step_rules=_step_rules(eps, rel_step, sampling, stencil_order, estimate, f0),
         rtol=float(np.max(entries.rtol)) if x0.size else default_rtol(loss_dtype),
         atol=atol,
         seed=seed,
@@ -804,20 +805,20 @@ def _verdict(
     return Verdict.PASS
 
 
-def _describe_step(
+def _step_rules(
     eps: float | None,
     rel_step: float | None,
     dtypes: list[tuple[slice, np.dtype[Any]]],
     order: int,
     estimate: NoiseEstimate | None,
     f0: float,
-) -> str:
+) -> tuple[StepRule, ...]:
     if eps is not None:
-        return f"absolute {eps:.3g}"
+        return (StepRule("absolute", float(eps)),)
     if rel_step is not None:
-        return f"relative {rel_step:.3g} × max(1, |x|)"
+        return (StepRule("relative", float(rel_step)),)
     level = _measured_level(estimate) / max(abs(f0), 1e-300)
     steps = sorted(
         {(max(machine_epsilon(dt), level) ** (1 / (order + 1)), dt.name) for _, dt in dtypes}
     )
-    return ", ".join(f"relative {h:.3g} × max(1, |x|) ({name})" for h, name in steps)
+    return tuple(StepRule("relative", float(h), name) for h, name in steps)

@@ -163,26 +163,6 @@ def _optional_writer(module: str, function: str, option: str) -> Callable[..., A
     return writer  # type: ignore[no-any-return]
 
 
-def _sweep_loss(loss: Callable[[Any], Any], seed: int | None) -> Callable[[Any], Any]:
-    """Wrap the user's loss for the step sweep: seeded as the check was, errors marked as theirs."""
-    from gradproof.errors import UserCodeError
-    from gradproof.randomness import seeded
-
-    call = loss if seed is None else seeded(loss, seed)
-
-    def swept(params: Any) -> Any:
-        try:
-            return call(params)
-        except Exception as error:
-            raise UserCodeError(
-                f"the loss raised {type(error).__name__} during the step sweep; pass "
-                "--no-sweep to leave the sweep out",
-                function="loss",
-            ) from error
-
-    return swept
-
-
 @app.command(
     epilog="Exit codes: 0 every gradient is correct; 1 a gradient is wrong; 2 usage or input "
     "error, or the user's code raised an exception; 3 inconclusive only (kinks, noise)."
@@ -315,11 +295,7 @@ def check(
 
     figure_options: dict[str, Any] = {}
     if sweep and (write_page or write_plots):
-        figure_options = {
-            "loss": _sweep_loss(loss_fn, seed),
-            "params": point,
-            "entry": sweep_entry,
-        }
+        figure_options = {"loss": loss_fn, "params": point, "entry": sweep_entry}
     try:
         if json_out is not None:
             write_json(result, json_out, extra=context)
@@ -329,9 +305,12 @@ def check(
             write_plots(result, plots, **figure_options)
     except OSError as error:
         _fail(f"cannot write the report: {error}")
-    except UserCodeError as error:
+    except UserCodeError as error:  # the loss raised in the step sweep
         cause = error.__cause__
-        _fail(str(error), format_user_traceback(cause) if cause is not None else "")
+        _fail(
+            f"{error}; pass --no-sweep to leave the step sweep out",
+            format_user_traceback(cause) if cause is not None else "",
+        )
     except GradproofError as error:  # e.g. --sweep-entry names no entry
         _fail(str(error))
 

@@ -20,6 +20,7 @@ __all__ = [
     "InconclusiveEntry",
     "ParamReport",
     "ProbeReport",
+    "StepRule",
     "Verdict",
 ]
 
@@ -312,6 +313,38 @@ class ParamReport:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StepRule:
+    """How a check chose its finite-difference steps.
+
+    Attributes
+    ----------
+    kind : {"relative", "absolute"}
+        ``"relative"``: the step at ``x`` is ``value * max(1, |x|)``;
+        ``"absolute"``: it is `value` everywhere.
+    value : float
+        The relative or absolute step.
+    dtype : str or None
+        The dtype of the parameters it applies to (checks of mixed dtypes have
+        one rule each), or None when it applies to all.
+    """
+
+    kind: str
+    value: float
+    dtype: str | None = None
+
+    def at(self, x: float) -> float:
+        """Return the step this rule takes at a coordinate of value `x`."""
+        return self.value * max(1.0, abs(x)) if self.kind == "relative" else self.value
+
+    def __str__(self) -> str:
+        if self.kind == "absolute":
+            return f"absolute {self.value:.3g}"
+        return f"relative {self.value:.3g} × max(1, |x|)" + (
+            f" ({self.dtype})" if self.dtype else ""
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckResult:
     """The result of :func:`gradproof.check`.
@@ -326,8 +359,10 @@ class CheckResult:
         The loss at the checked point.
     method : str
         The finite-difference method, e.g. ``"central"``.
-    step : str
-        The step rule used, e.g. ``"relative 6.06e-06"`` or ``"absolute 1e-07"``.
+    step_rules : tuple of StepRule
+        The step rules used: one per dtype, or the user's `eps` or `rel_step`.
+        ``result.step`` describes them, e.g. ``"relative 6.06e-06 × max(1, |x|)
+        (float64)"`` or ``"absolute 1e-07"``.
     rtol, atol : float
         The tolerances applied (for parameters of mixed dtypes, the loosest
         default `rtol`).
@@ -364,7 +399,7 @@ class CheckResult:
     relative_difference: float
     loss_value: float
     method: str
-    step: str
+    step_rules: tuple[StepRule, ...]
     rtol: float
     atol: float
     seed: int | None = None
@@ -378,6 +413,11 @@ class CheckResult:
     engine: str = "serial"
     n_probes: int = 0
     max_evals: int | None = None
+
+    @property
+    def step(self) -> str:
+        """The step rules as one line, e.g. ``"relative 6.06e-06 × max(1, |x|) (float64)"``."""
+        return ", ".join(str(rule) for rule in self.step_rules)
 
     @property
     def verdict(self) -> Verdict:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from gradproof._typing import FloatArray, Params
 from gradproof.errors import InputError
+from gradproof.evaluation import LossEvaluator
 from gradproof.results import CheckResult, ParamReport
 from gradproof.steps import default_relative_step
 from gradproof.tree import Leaf, ParamTree, format_index
@@ -57,8 +58,9 @@ class StepSweep:
     analytic : float or None
         The analytic gradient's value, when given.
     chosen_step : float
-        The step gradproof took for this entry: the rule in ``result.step``
-        when a check is given, else ``default_relative_step(float64) * max(1, |x|)``.
+        The step gradproof took for this entry: the rule in ``result.step_rules``
+        for its dtype when a check is given, else
+        ``default_relative_step(float64) * max(1, |x|)``.
     """
 
     entry: str
@@ -137,22 +139,16 @@ def _find_entry(tree: ParamTree, entry: str) -> tuple[Leaf, tuple[int, ...]]:
     return max(candidates, key=lambda c: len(c[0].name))
 
 
-_STEP_RULE = re.compile(
-    r"(relative|absolute) ([0-9.]+(?:e[+-]?\d+)?)(?: × max\(1, \|x\|\))?(?: \((\w+)\))?"
-)
-
-
 def _chosen_step(result: CheckResult | None, dtype: np.dtype[Any], x: float) -> float:
-    """Return the step the check took at `x`: from ``result.step``, else the float64 default.
+    """Return the step the check took at `x`: its rule for `dtype`, else the float64 default.
 
-    ``result.step`` is :func:`gradproof.check`'s own description, e.g. ``"relative
-    7.82e-06 × max(1, |x|) (float64)"`` (one rule per dtype, raised above the default
-    when the loss is noisy) or ``"absolute 1e-07"``.
+    A check has one rule per dtype it differenced in (or the user's `eps` or
+    `rel_step`); a parameter differenced in float64 for a float32 loss has no
+    rule of its own dtype and takes the first.
     """
-    rules = _STEP_RULE.findall(result.step) if result is not None else []
+    rules = result.step_rules if result is not None else ()
     if rules:
-        kind, value, _ = next((r for r in rules if r[2] == dtype.name), rules[0])
-        return float(value) * (max(1.0, abs(x)) if kind == "relative" else 1.0)
+        return next((r for r in rules if r.dtype == dtype.name), rules[0]).at(x)
     return default_relative_step(np.float64) * max(1.0, abs(x))
 
 
@@ -187,7 +183,9 @@ def step_sweep(
         ``"extrapolated"`` when the analytic value may be wrong: against a
         wrong value the error does not fall with the step.
     result : CheckResult, optional
-        A check of the same loss and point, to pick the entry and its analytic value.
+        A check of the same loss and point, to pick the entry, its analytic
+        value and the step the check took. The loss is re-seeded before every
+        call with the check's `seed`, as the check did.
     steps : array_like, optional
         Absolute steps; by default :data:`DEFAULT_STEPS` (1e-14 to 1e-1).
 
@@ -199,7 +197,9 @@ def step_sweep(
     Raises
     ------
     InputError
-        If `entry` names no entry of `params`.
+        If `entry` names no entry of `params`, or the loss returns no scalar.
+    UserCodeError
+        If the loss raises; the original exception is its ``__cause__``.
 
     Examples
     --------
@@ -231,13 +231,15 @@ def step_sweep(
         raise InputError("`steps` must be positive")
     xi = float(x0[position])
 
+    evaluator = LossEvaluator(loss, tree, result.seed if result is not None else None)
+
     def central(h: float) -> float:
         point = x0.copy()
         point[position] = xi + h
-        up = float(loss(tree.unflatten(point)))
+        up = evaluator.evaluate(point, where="during the step sweep")[0]
         point = x0.copy()
         point[position] = xi - h
-        down = float(loss(tree.unflatten(point)))
+        down = evaluator.evaluate(point, where="during the step sweep")[0]
         # Divide by the step actually taken (x + h is rounded), as the check does.
         return (up - down) / ((xi + h) - (xi - h))
 
