@@ -316,9 +316,7 @@ def diagnose_parameter(
     if fit is not None:
         k, residual = fit
         if residual <= SCALE_FIT_TOLERANCE and _explains(a_full - k * n_full, error, failing):
-            # Round the factor only as far as the fit itself is uncertain.
-            tolerance = min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE)
-            return _factor_diagnosis(name, k, tolerance)
+            return _factor_diagnosis(name, k, _exact_fit_rounding(residual))
         main = _main_term_factor_diagnosis(name, k, residual, a_full - k * n_full, error, failing)
         if main is not None:
             return main
@@ -546,10 +544,15 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:.2g}%"
 
 
+def _exact_fit_rounding(residual: float) -> float:
+    """How far to round the factor of an exact fit: only as far as the fit is uncertain."""
+    return min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE)
+
+
 def _shown_factor(k: float, residual: float, *, exact: bool) -> str:
     """Print the factor, rounded only as far as the fit is uncertain."""
     if exact:
-        return format_factor(k, min(max(10 * residual, 1e-6), SCALE_FIT_TOLERANCE))
+        return format_factor(k, _exact_fit_rounding(residual))
     # A main-term fit is biased by the remainder, by about the residual.
     for simple in (1.0, -1.0):
         if abs(k - simple) <= 2 * residual:
