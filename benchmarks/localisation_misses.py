@@ -15,7 +15,7 @@ Each case falls in one of three outcomes:
   can recover (``n_probes=2`` makes it need two coincidences).
 
 The script prints the counts of both variants side by side, the evaluations they used in
-all, and every case that was not found in full. It takes about two minutes on 2 cores.
+all, and every case that was not found in full. It takes about 80 s on 2 cores.
 
 Run:  python benchmarks/localisation_misses.py
 """
