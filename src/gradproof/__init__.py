@@ -23,6 +23,7 @@ from gradproof.errors import (
     GradproofWarning,
     InputError,
     UserCodeError,
+    WorkerLostError,
 )
 from gradproof.results import (
     CheckResult,
@@ -51,6 +52,7 @@ __all__ = [
     "StepRule",
     "UserCodeError",
     "Verdict",
+    "WorkerLostError",
     "__version__",
     "check",
     "relative_difference",

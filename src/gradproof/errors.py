@@ -22,11 +22,23 @@ __all__ = [
     "GradproofWarning",
     "InputError",
     "UserCodeError",
+    "WorkerLostError",
 ]
 
 
 class GradproofError(Exception):
-    """Base class of every exception raised by gradproof."""
+    """Base class of every exception raised by gradproof.
+
+    Attributes
+    ----------
+    partial_result : CheckResult or None
+        What the check had measured when this error stopped it (a result
+        with ``interrupted`` set), or None when it stopped before measuring
+        anything. Set by :func:`gradproof.check` on the errors it raises
+        mid-check: a loss that raised at one coordinate, a lost worker.
+    """
+
+    partial_result: Any = None
 
 
 class InputError(GradproofError, ValueError):
@@ -62,6 +74,15 @@ class UserCodeError(GradproofError, RuntimeError):
         # Pickle rebuilds an exception as cls(*args), which lacks the keyword-only `function`;
         # a worker process's error must survive the trip back to the caller.
         return (functools.partial(type(self), function=self.function), self.args)
+
+
+class WorkerLostError(GradproofError, RuntimeError):
+    """A worker process (or a cluster's worker) died while evaluating the loss.
+
+    gradproof restarts the workers and retries their work once; this is
+    raised when the retry dies too, e.g. a loss that calls ``os._exit`` or
+    runs out of memory. ``partial_result`` holds everything measured before.
+    """
 
 
 class GradientMismatchError(GradproofError, AssertionError):

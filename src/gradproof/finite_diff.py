@@ -43,13 +43,24 @@ class Samples:
     n_evals : int
         How many times the function was called.
     interrupted : bool
-        Whether a ``KeyboardInterrupt`` cut the sampling short.
+        Whether the sampling stopped before every coordinate was measured
+        (see `stop`).
+    stop : {None, "interrupt", "deadline", "error", "lost"}
+        Why it stopped early: Ctrl-C, a deadline passed, the function raised
+        (`error` holds the exception), or a worker process was lost and could
+        not be replaced (`error` holds a :class:`~gradproof.errors.WorkerLostError`).
+        None when every coordinate was measured.
+    error : BaseException, optional
+        The exception that stopped the sampling, to be raised by the caller
+        once it has kept what was measured.
     """
 
     values: FloatArray
     measured: BoolArray
     n_evals: int
     interrupted: bool
+    stop: str | None = None
+    error: BaseException | None = None
 
 
 def sample(
