@@ -703,7 +703,7 @@ def _param_report(
         error = np.abs(analytic - numeric)
         ratio = np.where(error == 0, 0.0, error / tolerance)
     ratio = np.where(np.isnan(ratio) & judged, np.inf, ratio)  # a NaN analytic entry is wrong
-    ranked = np.where(judged, _printed_precision(ratio), -1.0)
+    ranked = np.where(judged, _beyond_roundoff(ratio), -1.0)
 
     def index_of(i: int) -> tuple[int, ...]:
         return tuple(int(j) for j in np.unravel_index(i, leaf.shape)) if leaf.shape else ()
@@ -773,15 +773,16 @@ def _param_report(
     )
 
 
-def _printed_precision(ratio: FloatArray) -> FloatArray:
-    """Round error ratios to the two digits a report prints them with.
+def _beyond_roundoff(ratio: FloatArray) -> FloatArray:
+    """Round error ratios to six significant digits, far above their round-off.
 
-    Entries are listed worst first; entries whose ratios print alike are
-    listed in index order, so that round-off (which differs between CPUs)
+    Entries are listed worst first; entries whose ratios agree to six digits
+    (a factor bug gives every entry the same ratio, up to round-off) are
+    listed in index order, so that round-off, which differs between CPUs,
     never reorders a report.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        unit = 10.0 ** (np.floor(np.log10(ratio)) - 1)
+        unit = 10.0 ** (np.floor(np.log10(ratio)) - 5)
         rounded: FloatArray = np.where(
             np.isfinite(ratio) & (ratio > 0), np.round(ratio / unit) * unit, ratio
         )
