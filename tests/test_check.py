@@ -406,7 +406,7 @@ def test_sequence_length_mismatch_is_refused():
         (np.arange(3), r"`params` has integer dtype int64.*astype\(np.float64\)"),
         ({"W": np.ones(2, dtype=np.int32)}, r"`W` has integer dtype int32"),
         (4, r"`params` is the integer 4.*Pass `4.0`"),
-        ({"flag": True}, r"`flag` is the integer True"),
+        ({"flag": True}, r"`flag` is the boolean True.*Pass `1.0`"),
         (np.ones(2, dtype=complex), r"dtype complex128.*real floating-point"),
         ({"W": [1.0, "x"]}, r"`W\[1\]` is a str"),
         ({"W": np.array([1.0, np.nan])}, r"`W` holds 1 NaN or infinite entry"),

@@ -29,7 +29,7 @@ from gradproof.guard import (
     GuardRecord,
     TorchGradientGuard,
 )
-from gradproof.guard._core import _preserved_random_state
+from gradproof.randomness import preserved_random_state
 from gradproof.report.text import render_result
 from gradproof.results import Verdict
 
@@ -273,7 +273,7 @@ def test_preserved_random_state_restores_python_and_numpy():
     expected = (random.random(), np.random.rand())  # noqa: NPY002
     random.seed(5)
     np.random.seed(5)  # noqa: NPY002
-    with _preserved_random_state():
+    with preserved_random_state():
         random.seed(0)
         np.random.seed(0)  # noqa: NPY002
         random.random()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 import tracemalloc
@@ -19,6 +20,8 @@ from gradproof.probes import Probe, probe_analytic, probe_weights
 from gradproof.sampled import miss_chance, sample_indices
 from gradproof.tree import ParamTree
 from tests.helpers import assert_same, snapshot
+
+CHECK_MODULE = importlib.import_module("gradproof.check")  # `gradproof.check` is the function
 
 
 @pytest.fixture(scope="module")
@@ -304,10 +307,22 @@ def test_auto_follows_the_evaluation_budget(network):
     assert probed.max_evals == 80
 
 
-def test_time_budget_turns_into_an_evaluation_budget(network):
-    result = check(network.loss, network.corrected_grad, network.params, time_budget=1e-9)
+def test_a_time_budget_too_small_for_any_verdict_is_refused_with_the_minimum(network):
+    with pytest.raises(InputError, match=r"time_budget=1e-09.* need \d+ evaluations"):
+        check(network.loss, network.corrected_grad, network.params, time_budget=1e-9)
+
+
+def test_time_budget_turns_into_an_evaluation_budget(network, monkeypatch):
+    # One evaluation "takes" 1 ms: 0.1 s buys 100 evaluations, too few for a full sweep.
+    original = CHECK_MODULE._budget
+
+    def budget_at_one_ms(max_evals, time_budget, seconds_per_eval, engine):
+        return original(max_evals, time_budget, 1e-3, engine)
+
+    monkeypatch.setattr(CHECK_MODULE, "_budget", budget_at_one_ms)
+    result = check(network.loss, network.corrected_grad, network.params, time_budget=0.1)
     assert result.mode == "directional"
-    assert result.max_evals == 1
+    assert result.max_evals == 100
 
 
 @pytest.mark.parametrize(

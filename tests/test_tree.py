@@ -199,7 +199,7 @@ def test_flatten_copies_its_input():
         ({"n": np.int32(3)}, r"`n` is the integer np\.int32\(3\).*Pass `3\.0` instead"),
         ({"W": np.array([1.0, np.inf, -np.inf])}, r"`W` holds 2 NaN or infinite entries"),
         ({"W": None}, r"`W` is a NoneType; gradproof\.check takes numpy arrays and floats"),
-        ({"W": np.ones(2, dtype=bool)}, r"`W` has integer dtype bool.*astype\(np\.float64\)"),
+        ({"W": np.ones(2, dtype=bool)}, r"`W` has boolean dtype bool.*astype\(np\.float64\)"),
         ([[], {}], r"`params` \(list\) holds no arrays: there is nothing to check"),
         ({"layers": [{"w": "1.0"}]}, r"`layers\[0\]\.w` is a str"),
     ],

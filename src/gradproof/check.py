@@ -33,7 +33,6 @@ Note [Choosing a strategy]
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -41,10 +40,11 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
 from gradproof.compare import relative_difference
-from gradproof.context import Context
+from gradproof.context import Context, StopState
 from gradproof.diagnose import Diagnosis, diagnose_parameter, diagnose_probes, diagnose_swaps
 from gradproof.directional import DirectionalOutcome, check_directional
 from gradproof.errors import InputError, UserCodeError
@@ -52,7 +52,7 @@ from gradproof.evaluation import LossEvaluator, analytic_gradient
 from gradproof.execution import Engine, make_engine
 from gradproof.noise import NoiseEstimate, measure_noise, precision_notes
 from gradproof.progress import Progress
-from gradproof.randomness import check_repeatable
+from gradproof.randomness import check_repeatable, preserved_random_state
 from gradproof.results import (
     CheckResult,
     EntryReport,
@@ -74,7 +74,7 @@ from gradproof.sweep import (
     Entries,
     unchecked_entries,
 )
-from gradproof.tolerances import default_rtol, loss_value_noise
+from gradproof.tolerances import ROUNDOFF_FACTOR, default_rtol, loss_value_noise
 from gradproof.tree import Leaf, ParamTree, format_index
 
 __all__ = [
@@ -314,10 +314,157 @@ def check(
     _validate_max_listed(max_listed)
     _validate_strategy(mode, max_evals, time_budget, n_probes, n_samples, loss_batch, batch_size)
     tree, x0 = ParamTree.flatten(params)
+    _require_budget_covers_set_up(max_evals, tree, method, precision, loss_batch)
+    deadline = None if time_budget is None else time.monotonic() + float(time_budget)
+    # Note [The caller's world is left as found]: re-seeding reaches the global generators.
+    with preserved_random_state():
+        run = _Run(tree=tree, x0=x0, method=method, seed=seed, max_listed=max_listed)
+        try:
+            ctx, chosen = _set_up(
+                run, loss, grad, eps=eps, rel_step=rel_step, rtol=rtol, atol=atol,
+                precision=precision, noise=noise, max_evals=max_evals, time_budget=time_budget,
+                deadline=deadline, mode=mode, executor=executor, loss_batch=loss_batch,
+                batch_size=batch_size, progress=progress,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            run.stop.record("interrupt")
+            return run.result(started)
+        try:
+            with ctx.progress:
+                _measure(run, ctx, chosen, n_probes=n_probes, n_samples=n_samples)
+        finally:
+            if run.owns_engine:
+                ctx.engine.close()
+        run.notes.extend(getattr(ctx.engine, "notes", ()))
+        result = run.result(started)
+    error = run.stop.error
+    if error is not None:
+        error.partial_result = result
+        raise error
+    return result
+
+
+class _Run:
+    """What one check has set up and measured so far; it builds the (partial) result.
+
+    Note [The caller's world is left as found]
+        A check never changes what the caller can see: it copies the
+        parameters, hands the loss fresh arrays at every evaluation, and
+        restores Python's, numpy's and torch's global generators on every exit
+        path (they are re-seeded before each evaluation when ``seed`` is
+        given). An interrupt or an error mid-check still returns, or carries,
+        what was measured (Note [Stopping early] in :mod:`gradproof.context`).
+    """
+
+    def __init__(
+        self, *, tree: ParamTree, x0: FloatArray, method: str, seed: int | None,
+        max_listed: int | None,
+    ) -> None:  # fmt: skip
+        self.tree, self.x0, self.method, self.seed = tree, x0, method, seed
+        self.max_listed = max_listed
+        self.stop = StopState()
+        self.notes: list[str] = []
+        self.analytic = np.full(x0.size, np.nan)
+        self.f0 = math.nan
+        self.loss_dtype: np.dtype[Any] = np.dtype(np.float64)
+        self.sampling: list[tuple[slice, np.dtype[Any]]] = [
+            (leaf.span, leaf.dtype) for leaf in tree.leaves
+        ]
+        self.rtols = _per_coordinate(self.sampling, x0.size, default_rtol)
+        self.atol = 0.0
+        self.eps: float | None = None
+        self.rel_step: float | None = None
+        self.order = 2
+        self.estimate: NoiseEstimate | None = None
+        self.engine_description = "serial"
+        self.owns_engine = False
+        self.budget: int | None = None
+        self.mode = "full"
+        self.n_evals = 0
+        self.entries: Entries | None = None
+        self.outcome: DirectionalOutcome | None = None
+
+    def result(self, started: float) -> CheckResult:
+        """Build the result from what was measured (everything, or what came before a stop)."""
+        entries = self.entries or unchecked_entries(self.analytic, self.rtols, self.atol)
+        if self.stop.reason is not None:
+            entries.interrupted = True
+            self.notes.append(_stop_note(self.stop.reason, self.budget, entries, self.mode))
+        reports = _param_reports(self.tree, entries, self.mode, self.outcome, self.max_listed)
+        judged = (entries.codes == PASS) | (entries.codes == FAIL)
+        return CheckResult(
+            params=reports,
+            relative_difference=relative_difference(
+                entries.analytic[judged], entries.numeric[judged]
+            ),
+            loss_value=self.f0,
+            method=self.method,
+            step_rules=_step_rules(
+                self.eps, self.rel_step, self.sampling, self.order, self.estimate, self.f0
+            ),
+            rtol=float(np.max(entries.rtol)) if self.x0.size else default_rtol(self.loss_dtype),
+            atol=self.atol,
+            seed=self.seed,
+            noise_level=None if self.estimate is None else float(self.estimate.level),
+            notes=tuple(self.notes),
+            n_evals=self.n_evals,
+            n_refined=entries.n_resolved,
+            seconds=time.perf_counter() - started,
+            interrupted=entries.interrupted,
+            stop_reason=self.stop.reason,
+            mode=self.mode,
+            engine=self.engine_description,
+            n_probes=0 if self.outcome is None else self.outcome.n_probes,
+            max_evals=self.budget,
+        )
+
+
+def _set_up(
+    run: _Run,
+    loss: LossFunction,
+    grad: GradFunction | Params,
+    *,
+    eps: float | None,
+    rel_step: float | None,
+    rtol: float | None,
+    atol: float,
+    precision: str,
+    noise: bool,
+    max_evals: int | None,
+    time_budget: float | None,
+    deadline: float | None,
+    mode: str,
+    executor: Executor | Engine | int | None,
+    loss_batch: LossFunction | None,
+    batch_size: int | None,
+    progress: bool | None,
+) -> tuple[Context, str]:
+    """Evaluate the point, read the gradient, measure the noise, choose the strategy and engine.
+
+    Steps 1 to 3 of Note [Verdict pipeline]; everything it learns is kept on
+    `run` as soon as it is known, so that Ctrl-C here still gives a result.
+    """
+    tree, x0, method, seed = run.tree, run.x0, run.method, run.seed
+    run.eps, run.rel_step, run.atol = eps, rel_step, atol
+    run.order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
     evaluator = LossEvaluator(loss, tree, seed)
-    f0, loss_dtype = evaluator.at_base_point(x0)
-    analytic = analytic_gradient(grad, tree, x0, seed)
-    native = [(leaf.span, _working_dtype(leaf.dtype, loss_dtype)) for leaf in tree.leaves]
+    try:
+        run.f0, run.loss_dtype = evaluator.at_base_point(x0)
+        run.analytic = analytic_gradient(grad, tree, x0, seed)
+    finally:
+        run.n_evals = evaluator.n_calls
+    if evaluator.integer_valued:
+        run.notes.append(
+            f"`loss` returned a whole number ({run.f0:g}) of an integer type: a loss that only "
+            "takes whole values is piecewise constant, its finite differences are 0 or jumps, "
+            "and no derivative can be checked from them. Return the loss as a float computed "
+            "from the parameters."
+        )
+    native = [(leaf.span, _working_dtype(leaf.dtype, run.loss_dtype)) for leaf in tree.leaves]
+    run.sampling = native
+    run.rtols = (
+        _per_coordinate(native, x0.size, default_rtol) if rtol is None else np.full_like(x0, rtol)
+    )
 
     def describe(i: int) -> str:
         leaf, index = tree.locate(i)
@@ -329,13 +476,15 @@ def check(
             describe=describe,
         )  # fmt: skip
     timer = time.perf_counter()
-    _require_repeatable(evaluator, x0, seed)
+    try:
+        _require_repeatable(evaluator, x0, seed)
+    finally:
+        run.n_evals = evaluator.n_calls
     seconds_per_eval = (time.perf_counter() - timer) / 2
-    notes: list[str] = []
     sampling = native
-    f_center = f0  # the loss at the point, in the precision the differences are taken in
+    f_center = run.f0  # the loss at the point, in the precision the differences are taken in
     if precision == "auto" and any(dtype.itemsize < 8 for _, dtype in native):
-        value64 = _float64_value(evaluator, tree, x0, f0, notes)
+        value64 = _float64_value(evaluator, tree, x0, run.f0, run.notes)
         if value64 is not None:
             evaluator.tree = tree.with_dtype(np.float64)
             sampling = [(span, np.dtype(np.float64)) for span, _ in native]
@@ -343,87 +492,156 @@ def check(
     if loss_batch is not None:
         evaluator.loss_batch = loss_batch
         _require_batch_agrees(evaluator, x0, f_center)
+    run.sampling = sampling
+    run.n_evals = evaluator.n_calls
     machine_eps = _per_coordinate(sampling, x0.size, machine_epsilon)
-    rtols = (
-        _per_coordinate(native, x0.size, default_rtol) if rtol is None else np.full_like(x0, rtol)
-    )
-    measures_noise = noise and method != "complex"
     engine = make_engine(
         executor, batch_size=(batch_size or 64) if loss_batch is not None else None
     )
-    budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
-    spent = evaluator.n_calls + (5 * NOISE_POINTS if measures_noise else 0)
-    chosen = _choose_mode(mode, x0.size, method, budget, spent)
-    estimate = (
-        _measure_noise(evaluator, x0, sampling, normalise=chosen == "directional")
-        if measures_noise
-        else None
-    )
-    if estimate is not None:
-        notes.extend(
-            precision_notes(f0, estimate, max((d for _, d in sampling), key=machine_epsilon))
-        )
-    stencil_order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
-    # An engine the caller passed in is theirs to close; one made here is closed here.
-    owned = engine if engine is not executor else contextlib.nullcontext()
-    with owned, Progress(0, enabled=progress) as bar:
+    # An engine the caller passed in is theirs to close; one made here is closed by check().
+    run.owns_engine = engine is not executor
+    run.engine_description = engine.description
+    try:
+        run.budget = budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
+        measures_noise = noise and method != "complex"
+        least = evaluator.n_calls + _least_measurement(tree, method)
+        if time_budget is not None and budget is not None and budget < least:
+            raise InputError(
+                f"`time_budget={time_budget}` is too small for any verdict: one evaluation of "
+                f"the loss takes about {seconds_per_eval:.3g} s, and the set-up and the "
+                f"smallest measurement (one random direction per tensor) need {least} "
+                f"evaluations, about {least * seconds_per_eval:.3g} s. Pass a larger "
+                "`time_budget`."
+            )
+        if measures_noise and budget is not None and least + 5 * NOISE_POINTS > budget:
+            measures_noise = False
+            run.notes.append(
+                f"The loss's noise was not measured ({5 * NOISE_POINTS} evaluations) to stay "
+                f"within the budget of {budget} evaluations; rounding-level noise was assumed."
+            )
+        spent = evaluator.n_calls + (5 * NOISE_POINTS if measures_noise else 0)
+        chosen = run.mode = _choose_mode(mode, x0.size, method, budget, spent)
+        if measures_noise:
+            try:
+                run.estimate = _measure_noise(
+                    evaluator, x0, sampling, normalise=chosen == "directional"
+                )
+            finally:
+                run.n_evals = evaluator.n_calls
+        if run.estimate is not None:
+            run.notes.extend(
+                precision_notes(
+                    run.f0, run.estimate, max((d for _, d in sampling), key=machine_epsilon)
+                )
+            )
+        level = _measured_level(run.estimate)
         ctx = Context(
             evaluator=evaluator,
             tree=tree,
             x0=x0,
             f0=f_center,
-            analytic=analytic,
+            analytic=run.analytic,
             sampling=sampling,
-            step_eps=np.maximum(machine_eps, _measured_level(estimate) / max(abs(f0), 1e-300)),
+            step_eps=np.maximum(machine_eps, level / max(abs(run.f0), 1e-300)),
             spacing=_spacing(x0, sampling),
-            value_noise=loss_value_noise(f0, machine_eps, _measured_level(estimate)),
-            rtol=rtols,
+            value_noise=loss_value_noise(run.f0, machine_eps, level),
+            rtol=run.rtols,
             atol=atol,
             method=method,
-            order=stencil_order,
+            order=run.order,
             abs_step=eps,
             rel_step=rel_step,
             probe_seed=0 if seed is None else int(seed),
             engine=engine,
-            progress=bar,
+            progress=Progress(0, enabled=progress),
             describe=describe,
             set_up_evals=evaluator.n_calls,
+            roundoff=ROUNDOFF_FACTOR * machine_eps,
+            max_evals=budget,
+            deadline=deadline,
+            stop=run.stop,
         )
-        outcome: DirectionalOutcome | None = None
+    except BaseException:
+        if run.owns_engine:
+            engine.close()
+        raise
+    return ctx, chosen
+
+
+def _measure(run: _Run, ctx: Context, chosen: str, *, n_probes: int, n_samples: int | None) -> None:
+    """Take and judge the finite differences with the chosen strategy (steps 4 and 5).
+
+    Note [Non-finite gradient entries]
+        A NaN or infinite analytic entry is judged entry by entry in every
+        mode, so that it is named and shown: it is wrong wherever the loss is
+        finite around it (inconclusive where the loss is not finite either).
+        Directional probes then run on the gradient with those entries
+        replaced by their finite differences, so that one NaN does not make
+        every probe of its tensor NaN and hide the other entries.
+    """
+    non_finite = np.flatnonzero(~np.isfinite(ctx.analytic))
+    try:
         if chosen == "directional":
-            outcome = check_directional(ctx, n_probes=n_probes, localise=True, max_evals=budget)
-            entries = outcome.entries or unchecked_entries(analytic, rtols, atol)
-            entries.interrupted = outcome.interrupted
-            notes.extend(outcome.notes)
+            known = ctx.judge_entries(non_finite) if non_finite.size else None
+            probed = ctx
+            if known is not None:
+                patched = ctx.analytic.copy()
+                patched[non_finite] = np.nan_to_num(known.numeric[non_finite])
+                probed = dataclasses.replace(ctx, analytic=patched)
+            run.outcome = check_directional(
+                probed, n_probes=n_probes, localise=True, max_evals=ctx.max_evals
+            )
+            entries = run.outcome.entries or unchecked_entries(ctx.analytic, ctx.rtol, ctx.atol)
+            entries.interrupted = run.outcome.interrupted
+            if known is not None:
+                entries = _merged(entries, known, non_finite, ctx.analytic)
+            run.notes.extend(run.outcome.notes)
         elif chosen == "sampled":
-            count = n_samples or _samples_in_budget(budget, evaluator.n_calls, method)
-            entries = ctx.judge_entries(sample_indices(tree, count, ctx.probe_seed))
+            count = n_samples or _samples_in_budget(ctx.max_evals, ctx.n_evals, ctx.method)
+            indices = np.union1d(sample_indices(ctx.tree, count, ctx.probe_seed), non_finite)
+            entries = ctx.judge_entries(indices)
         else:
             entries = ctx.judge_entries()
-        notes.extend(entries.notes)
-        n_evals = ctx.n_evals + entries.direct_evals
-    reports = _param_reports(tree, entries, chosen, outcome, max_listed)
-    judged = (entries.codes == PASS) | (entries.codes == FAIL)
-    return CheckResult(
-        params=reports,
-        relative_difference=relative_difference(entries.analytic[judged], entries.numeric[judged]),
-        loss_value=f0,
-        method=method,
-        step_rules=_step_rules(eps, rel_step, sampling, stencil_order, estimate, f0),
-        rtol=float(np.max(entries.rtol)) if x0.size else default_rtol(loss_dtype),
-        atol=atol,
-        seed=seed,
-        noise_level=None if estimate is None else float(estimate.level),
-        notes=tuple(notes),
-        n_evals=n_evals,
-        n_refined=entries.n_resolved,
-        seconds=time.perf_counter() - started,
-        interrupted=entries.interrupted,
-        mode=chosen,
-        engine=engine.description,
-        n_probes=0 if outcome is None else outcome.n_probes,
-        max_evals=budget,
+    except KeyboardInterrupt:  # between two engine calls
+        ctx.stop.record("interrupt")
+        entries = unchecked_entries(ctx.analytic, ctx.rtol, ctx.atol)
+    finally:
+        run.n_evals = ctx.n_evals
+    run.notes.extend(entries.notes)
+    run.n_evals = ctx.n_evals + entries.direct_evals
+    run.entries = entries
+
+
+def _merged(
+    entries: Entries, known: Entries, indices: npt.NDArray[np.intp], analytic: FloatArray
+) -> Entries:
+    """Put the verdicts of entries judged on their own into a strategy's entries."""
+    entries.analytic = analytic
+    for name in ("numeric", "error_bar", "measured", "left", "right", "reason", "codes"):
+        getattr(entries, name)[indices] = getattr(known, name)[indices]
+    entries.n_resolved += known.n_resolved
+    entries.interrupted |= known.interrupted
+    entries.notes.extend(known.notes)
+    return entries
+
+
+def _stop_note(reason: str, budget: int | None, entries: Entries, mode: str) -> str:
+    """Say why the check stopped before measuring everything."""
+    measured = int(np.count_nonzero(entries.codes != UNCHECKED))
+    done = f"{measured} of {entries.codes.size} entries were measured"
+    cover = (
+        "Raise the budget to finish; a failing probe is still a wrong gradient."
+        if mode == "directional"
+        else "The verdict covers only those: raise the budget, or pass mode='directional' "
+        "to probe every tensor within it."
     )
+    return {
+        "interrupt": f"Interrupted (Ctrl-C): {done}; the verdict covers only those.",
+        "deadline": f"Stopped at the time budget (time_budget): {done}. {cover}",
+        "budget": f"Stopped at the evaluation budget (max_evals={budget}): {done}. {cover}",
+        "error": f"Stopped because the loss raised: {done} before it.",
+        "lost": f"Stopped because a worker process was lost twice: {done} before it.",
+    }[reason]
 
 
 # -- set-up ---------------------------------------------------------------------------------------
@@ -612,6 +830,39 @@ def _require_batch_agrees(evaluator: LossEvaluator, x0: FloatArray, f0: float) -
             f"`loss_batch` returned {values.tolist()} for two copies of the parameters, but "
             f"`loss` returns {f0!r} there; the batched loss must compute the same loss for each "
             "stacked point (reduce over examples, not over the leading batch axis)."
+        )
+
+
+def _least_measurement(tree: ParamTree, method: str) -> int:
+    """Return the cost of the smallest measurement that gives a verdict: a probe per tensor."""
+    tensors = sum(1 for leaf in tree.leaves if leaf.size)
+    return tensors * (2 if method == "complex" else _EVALS_PER_ENTRY.get(method, 2))
+
+
+def _require_budget_covers_set_up(
+    max_evals: int | None,
+    tree: ParamTree,
+    method: str,
+    precision: str,
+    loss_batch: object,
+) -> None:
+    """Refuse a `max_evals` too small for any verdict, naming the minimum."""
+    if max_evals is None:
+        return
+    set_up = 3  # the loss at the point, then twice more to see that it repeats
+    if precision == "auto" and any(leaf.dtype.itemsize < 8 for leaf in tree.leaves):
+        set_up += 1  # in float64
+    if loss_batch is not None:
+        set_up += 2  # the batched loss at two copies of the point
+    least = _least_measurement(tree, method)
+    if max_evals < set_up + least:
+        tensors = sum(1 for leaf in tree.leaves if leaf.size)
+        raise InputError(
+            f"`max_evals={max_evals}` is too small for any verdict: the set-up takes {set_up} "
+            f"loss evaluations and the smallest measurement (one random direction per tensor, "
+            f"{tensors} tensor{'s' if tensors != 1 else ''}) {least} more. Pass "
+            f"`max_evals={set_up + least}` or more; a budget below "
+            f"{set_up + least + 5 * NOISE_POINTS} also skips measuring the loss's noise."
         )
 
 

@@ -1,8 +1,22 @@
-"""What every checking strategy knows about the point being checked, set up once per check."""
+"""What every checking strategy knows about the point being checked, set up once per check.
+
+Note [Stopping early]
+    Every finite-difference evaluation of a check goes through
+    :meth:`Context.sample`, which is where a check stops early: at the
+    evaluation budget (it samples only the coordinates that fit), at the
+    deadline (passed to the engine), on Ctrl-C, when the loss raises at some
+    point, or when a worker is lost. The first reason is kept in
+    :class:`StopState`, every later ``sample`` returns at once, and the
+    strategies, which already stop on an interrupted sample, unwind with what
+    they measured. :func:`gradproof.check` then builds the partial result and,
+    for an error, raises it with the result attached (``partial_result``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +35,27 @@ from gradproof.sweep import CoordinateProblem, Entries, judge_coordinates, unche
 from gradproof.tree import ParamTree
 
 __all__ = ["Context"]
+
+
+@dataclass
+class StopState:
+    """Why a check stopped early (Note [Stopping early]); ``reason`` is None while it runs.
+
+    Attributes
+    ----------
+    reason : {None, "interrupt", "deadline", "budget", "error", "lost"}
+        The first reason the sampling stopped.
+    error : BaseException or None
+        The exception to raise once the partial result is built ("error", "lost").
+    """
+
+    reason: str | None = None
+    error: BaseException | None = None
+
+    def record(self, reason: str, error: BaseException | None = None) -> None:
+        """Keep the first reason to stop, and its error."""
+        if self.reason is None:
+            self.reason, self.error = reason, error
 
 
 @dataclass(frozen=True)
@@ -66,6 +101,15 @@ class Context:
         The progress bar.
     describe : callable
         Names a flat position, e.g. ``W1[3, 2]``.
+    roundoff : ndarray of shape (n,) or None
+        The relative rounding error of a loss value, per coordinate (Note
+        [Rounding of the values differenced] in :mod:`gradproof.sweep`).
+    max_evals : int or None
+        Evaluations the whole check may spend, set-up included.
+    deadline : float or None
+        A ``time.monotonic()`` instant at which sampling stops.
+    stop : StopState
+        Why sampling stopped early, if it did (Note [Stopping early]).
     """
 
     evaluator: LossEvaluator
@@ -88,6 +132,10 @@ class Context:
     progress: Progress
     describe: Callable[[int], str]
     set_up_evals: int = 0
+    roundoff: FloatArray | None = None
+    max_evals: int | None = None
+    deadline: float | None = None
+    stop: StopState = field(default_factory=StopState)
     _sampled: list[int] = field(default_factory=lambda: [0])
 
     @property
@@ -106,11 +154,39 @@ class Context:
         *,
         indices: npt.NDArray[np.intp] | None = None,
     ) -> Samples:
-        """Evaluate through the engine, moving the progress bar."""
-        planned = len(columns) * (x.size if indices is None else len(indices))
+        """Evaluate through the engine, within the budget and the deadline (Note [Stopping early]).
+
+        Only the coordinates whose evaluations fit in what is left of
+        `max_evals` are sampled; the others stay unmeasured and the samples
+        say ``stop="budget"``.
+        """
+        order = np.arange(x.size) if indices is None else np.asarray(indices, dtype=np.intp)
+        passed = self.deadline is not None and time.monotonic() >= self.deadline
+        if passed and self.stop.reason is None:
+            self.stop.record("deadline")
+        if self.stop.reason is not None:
+            return Samples(
+                values=np.full((len(columns), x.size), np.nan),
+                measured=np.zeros(x.size, dtype=bool),
+                n_evals=0,
+                interrupted=True,
+                stop=self.stop.reason,
+            )
+        fits = order.size
+        if self.max_evals is not None:
+            fits = max(0, (self.max_evals - self.n_evals) // max(len(columns), 1))
+        planned = len(columns) * min(fits, order.size)
         self.progress.add_total(planned)
-        samples = self.engine.sample(fun, x, columns, indices=indices, progress=self.progress)
+        extra = {} if self.deadline is None else {"deadline": self.deadline}
+        samples = self.engine.sample(
+            fun, x, columns, indices=order[:fits], progress=self.progress, **extra
+        )
         self._sampled[0] += samples.n_evals
+        if samples.interrupted:
+            self.stop.record(samples.stop or "interrupt", samples.error)
+        elif fits < order.size:
+            self.stop.record("budget")
+            samples = dataclasses.replace(samples, interrupted=True, stop="budget")
         return samples
 
     @functools.cached_property
@@ -163,6 +239,7 @@ class Context:
             sampler=self.sample,
             describe=describe,
             evaluator=self.evaluator if indices is None else None,
+            roundoff=None if self.roundoff is None else self.roundoff[pick],
         )
 
     def judge_entries(self, indices: npt.NDArray[np.intp] | None = None) -> Entries:

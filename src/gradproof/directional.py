@@ -166,6 +166,7 @@ def _judge_probes(ctx: Context, probes: list[Probe], *, resolve: bool = True) ->
         sampler=ctx.sample,
         describe=lambda j: _probe_name(ctx, probes[j]),
         extra_bar=rounding_bar(probes, ctx.analytic, ctx.x0, ctx.spacing, steps),
+        roundoff=None if ctx.roundoff is None else ctx.roundoff[starts],
     )
     return _Judged(probes, judge_coordinates(problem, resolve=resolve))
 
@@ -274,6 +275,13 @@ def _search(
         outcome.entries = ctx.judge_entries(outcome.indices)
         outcome.interrupted |= outcome.entries.interrupted
         if outcome.interrupted:
+            # A tensor whose candidate entries were not all judged is not localised: its
+            # failing probe stands (Ctrl-C, a budget or an error stopped the judging).
+            unjudged = outcome.indices[~outcome.entries.measured[outcome.indices]]
+            for leaf_index, known in searching.items():
+                probe = known.probe
+                if np.any((unjudged >= probe.start) & (unjudged < probe.stop)):
+                    outcome.localised[leaf_index] = False
             return
         searched = {leaf: k for leaf, k in searching.items() if outcome.localised.get(leaf)}
         fresh = [Probe(leaf, k.probe.start, k.probe.stop, draw + i)
@@ -397,7 +405,10 @@ def _localise(
             f"{leaf.name}: {uncertain} range(s) could not be judged along the probe (a kink "
             "along its direction) and were not searched."
         )
-    return (np.concatenate(found) if found else np.zeros(0, dtype=np.intp)), True
+    # A search cut short (Ctrl-C, a budget, an error) did not reach single entries: the
+    # failing probe stands as the tensor's verdict.
+    found_all = np.concatenate(found) if found else np.zeros(0, dtype=np.intp)
+    return found_all, not outcome.interrupted
 
 
 def _infer_second(ctx: Context, parent: _Known, first: _Known, second: Probe) -> tuple[_Known, int]:
@@ -409,6 +420,8 @@ def _infer_second(ctx: Context, parent: _Known, first: _Known, second: Probe) ->
     rtol = float(ctx.rtol[second.start])
     allowance = ctx.atol + rtol * max(abs(analytic), abs(numeric))
     known = _Known(second, analytic, numeric, uncertainty)
+    if not (np.isfinite(discrepancy) and np.isfinite(allowance + uncertainty)):
+        return known, INCONCLUSIVE  # an overflowing half is measured, never inferred
     return known, FAIL if abs(discrepancy) > allowance + uncertainty else PASS
 
 

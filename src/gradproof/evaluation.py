@@ -1,7 +1,24 @@
-"""Calling the caller's loss and gradient: validated, counted, re-seeded when asked."""
+"""Calling the caller's loss and gradient: validated, counted, re-seeded when asked.
+
+Note [Fresh arrays for every evaluation]
+    The loss receives arrays it may scribble on: every evaluation copies the
+    point into a scratch vector (one per thread) and the loss gets views of
+    that copy, so an in-place update inside the loss never reaches the work
+    vector that the engines perturb one coordinate at a time. Without the
+    copy, a loss that starts updating its argument after a few calls would
+    corrupt every later point and fake kinks. The copy is one ``memcpy`` of
+    the parameters, far cheaper than any forward pass that reads them.
+
+Note [Naming the point where user code failed]
+    When the loss raises at a perturbed point, the error names the point: the
+    one coordinate that moved (``W[75, 0]``) in a sweep, or the tensors moved
+    along a random direction in a directional probe. The evaluator compares
+    the point with the check's base point, only on that error path.
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -10,7 +27,7 @@ import numpy.typing as npt
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
 from gradproof.errors import InputError, UserCodeError
 from gradproof.randomness import reseed
-from gradproof.tree import ParamTree
+from gradproof.tree import ParamTree, format_index
 
 __all__ = ["LossEvaluator", "analytic_gradient", "scalar_loss"]
 
@@ -49,6 +66,26 @@ class LossEvaluator:
         self.seed = seed
         self.loss_batch = loss_batch
         self.n_calls = 0
+        self.base: FloatArray | None = None  # the check's point, to name perturbed ones
+        self.integer_valued = False  # the loss returned a whole number at the point
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        del state["_local"]  # per-thread scratch vectors are rebuilt where the copy runs
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._local = threading.local()
+
+    def _fresh(self, vector: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Copy `vector` into this thread's scratch (Note [Fresh arrays for every evaluation])."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.shape != vector.shape or scratch.dtype != vector.dtype:
+            scratch = self._local.scratch = np.empty_like(vector)
+        np.copyto(scratch, vector)
+        return scratch
 
     def __call__(self, vector: FloatArray) -> float:
         """Evaluate at a perturbed point and return the loss as a float."""
@@ -57,24 +94,49 @@ class LossEvaluator:
             return raw
         return scalar_loss(raw)[0]
 
-    def evaluate(self, vector: npt.NDArray[Any], *, where: str) -> tuple[float, np.dtype[Any]]:
+    def evaluate(
+        self, vector: npt.NDArray[Any], *, where: str, fresh: bool = True
+    ) -> tuple[float, np.dtype[Any]]:
         """Evaluate once; return the value and the dtype it was computed in."""
-        raw = self.call(vector, where=where)
+        raw = self.call(vector, where=where, fresh=fresh)
         return scalar_loss(raw)
 
-    def call(self, vector: npt.NDArray[Any], *, where: str) -> Any:
-        """Evaluate once and return the loss's raw return value."""
+    def call(self, vector: npt.NDArray[Any], *, where: str, fresh: bool = True) -> Any:
+        """Evaluate once and return the loss's raw return value.
+
+        With `fresh` (default) the loss gets views of a copy of `vector`
+        (Note [Fresh arrays for every evaluation]); without it, views of
+        `vector` itself, so that the caller can see what the loss changed.
+        """
         self.n_calls += 1
         if self.seed is not None:
             reseed(self.seed)
         try:
-            return self.loss(self.tree.unflatten(vector))
+            return self.loss(self.tree.unflatten(self._fresh(vector) if fresh else vector))
         except (KeyboardInterrupt, GeneratorExit):
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise UserCodeError(
-                f"`loss` raised {type(exc).__name__} {where}: {exc}", function="loss"
+                _raised("loss", exc, self._where(vector, where)), function="loss"
             ) from exc
+
+    def _where(self, vector: npt.NDArray[Any], where: str) -> str:
+        """Name a perturbed point (Note [Naming the point where user code failed])."""
+        base = self.base
+        if base is None or vector.shape != base.shape or where != "at a perturbed point":
+            return where
+        moved = np.flatnonzero(vector != base)
+        if moved.size == 1:
+            i = int(moved[0])
+            leaf, index = self.tree.locate(i)
+            return (
+                f"with {format_index(leaf.name, index)} moved from {base[i]!r} to "
+                f"{complex(vector[i]) if np.iscomplexobj(vector) else float(vector[i])!r} "
+                "(every other entry at the given parameters)"
+            )
+        tensors = sorted({self.tree.locate(int(i))[0].name for i in moved[:10_000]})
+        shown = ", ".join(tensors[:4]) + (", ..." if len(tensors) > 4 else "")
+        return f"at a point moved along a random direction of {shown} ({moved.size} entries)"
 
     @property
     def batch(self) -> Any:
@@ -88,13 +150,12 @@ class LossEvaluator:
         if self.seed is not None:
             reseed(self.seed)
         try:
-            raw = self.loss_batch(self.tree.unflatten_batch(vectors))
+            raw = self.loss_batch(self.tree.unflatten_batch(self._fresh(vectors)))
         except (KeyboardInterrupt, GeneratorExit):
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise UserCodeError(
-                f"`loss_batch` raised {type(exc).__name__} on a stack of {vectors.shape[0]} "
-                f"points: {exc}",
+                _raised("loss_batch", exc, f"on a stack of {vectors.shape[0]} points"),
                 function="loss_batch",
             ) from exc
         try:
@@ -115,7 +176,12 @@ class LossEvaluator:
     def at_base_point(self, x0: FloatArray) -> tuple[float, np.dtype[Any]]:
         """Evaluate at the point itself, where the loss must be finite and leave its input alone."""
         work = x0.copy()
-        value, dtype = self.evaluate(work, where="at the given parameters")
+        raw = self.call(work, where="at the given parameters", fresh=False)
+        value, dtype = scalar_loss(raw)
+        self.base = x0
+        self.integer_valued = isinstance(raw, (int, np.integer)) or (
+            isinstance(raw, np.ndarray) and raw.dtype.kind in "iub"
+        )
         if not np.isfinite(value):
             raise InputError(
                 f"`loss` returned {value} at the given parameters; a gradient can only be "
@@ -178,11 +244,21 @@ def analytic_gradient(
             value = grad(tree.unflatten(x0.copy()))
         except (KeyboardInterrupt, GeneratorExit):
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise UserCodeError(
-                f"`grad` raised {type(exc).__name__} at the given parameters: {exc}",
+                _raised("grad", exc, "at the given parameters"),
                 function="grad",
             ) from exc
     else:
         value = grad
     return tree.flatten_like(value, what="gradient")
+
+
+def _raised(function: str, exc: BaseException, where: str) -> str:
+    """Say what the caller's function did: raised an exception, or called ``sys.exit``."""
+    if isinstance(exc, SystemExit):
+        return (
+            f"`{function}` called sys.exit({exc.code!r}) {where}; a checked function must "
+            "return a value, not end the program."
+        )
+    return f"`{function}` raised {type(exc).__name__} {where}: {exc}"

@@ -20,6 +20,14 @@ Note [Kink test]
     entry's tolerance. A kink closer to the point than that step cannot be
     stepped around ("no safe step"); the entry is then judged by whether the
     analytic value lies between the one-sided derivatives.
+
+    An entry whose tolerance leaves no room at all (a derivative far below
+    the round-off of the values differenced, like ``sum(x**2)`` at
+    ``x = 1e-20``) still gets up to :data:`SMOOTH_SHRINKS` smaller steps while
+    its gap stands well above the gap's own round-off: the gap alone tells a
+    smooth loss (it shrinks) from a kink (it stays), even where the central
+    difference is too noisy to judge the derivative. Without that evidence a
+    large gap would be taken for a kink.
 """
 
 from __future__ import annotations
@@ -182,10 +190,23 @@ def resolve_entries(
     n_evals = 0
     interrupted = False
     shrinks = np.zeros(n, dtype=np.int8)  # consecutive smooth-looking shrinks of each gap
+    gap_only = np.zeros(n, dtype=np.int8)  # levels taken only to watch the gap
+    measured_derivative = np.zeros(n, dtype=bool)  # some level had room for the derivative
+    first = level
     for _ in range(MAX_LEVELS):
         h = h / SHRINK
-        # Shrink only while round-off at the new step stays below what matters for the entry.
+        # Shrink only while round-off at the new step stays below what matters for the entry,
+        # or, a few times, while the gap stands out of its round-off (Note [Kink test]).
         room = noise[active] / h[active] <= resolution[active]
+        with np.errstate(invalid="ignore"):
+            gap_room = (
+                (np.abs(level.gap[active]) > 16 * noise[active] / h[active])
+                & (gap_only[active] < SMOOTH_SHRINKS)
+                & ~measured_derivative[active]
+            )
+        gap_only[active[gap_room & ~room]] += 1
+        measured_derivative[active[room]] = True
+        room |= gap_room
         if interrupted or not np.any(room):
             break
         shrinking = active[room]
@@ -213,8 +234,12 @@ def resolve_entries(
     if not interrupted:
         kink = np.abs(level.gap[active]) > _gap_noise(level, noise)[active]
         status[active] = np.where(kink, KINK, UNRESOLVED)
-    left = np.where(status >= KINK, level.left, np.nan)
-    right = np.where(status >= KINK, level.right, np.nan)
+    # Gap-only levels watch the gap, not the derivative: their one-sided derivatives carry
+    # more round-off than the first level's, which are reported instead.
+    watched = ~measured_derivative
+    left = np.where(status >= KINK, np.where(watched, first.left, level.left), np.nan)
+    right = np.where(status >= KINK, np.where(watched, first.right, level.right), np.nan)
+    step = np.where(watched & (status >= KINK), (plus - minus) / 2, step)
     return Resolution(
         status=status,
         numeric=numeric,

@@ -402,8 +402,9 @@ def measure_noise(
         and max(e.level for e in run) <= RUN_AGREEMENT * min(e.level for e in run)
     ]
     if agreeing:
-        run = max(agreeing, key=lambda r: math.prod(e.level for e in r))
-        level = math.prod(e.level for e in run) ** (1 / len(run))
+        # Geometric means through logarithms: levels near 1e300 would overflow a product.
+        run = max(agreeing, key=lambda r: sum(math.log(e.level) for e in r))
+        level = math.exp(sum(math.log(e.level) for e in run) / len(run))
         magnitude = run[0].level / run[0].relative if run[0].relative else 0.0
         return NoiseEstimate(
             level=level,
@@ -483,7 +484,7 @@ def _ecnoise(values: FloatArray, eps: float) -> NoiseEstimate:
         differences = np.diff(differences)
         if k == 1 and np.count_nonzero(differences == 0) >= n / 2:
             return unsuitable("step_too_small")
-        levels[k - 1] = math.sqrt(float(np.mean(differences**2)) / math.comb(2 * k, k))
+        levels[k - 1] = _rms(differences) / math.sqrt(math.comb(2 * k, k))
         both_signs[k - 1] = differences.min() < 0 < differences.max()
     for k in range(1, m - 1):
         window = levels[k - 1 : k + 2]
@@ -497,3 +498,11 @@ def _ecnoise(values: FloatArray, eps: float) -> NoiseEstimate:
             level=eps * abs(centre), relative=eps, order=None, n_evals=n, status="no_noise"
         )
     return unsuitable("step_too_large")
+
+
+def _rms(values: FloatArray) -> float:
+    """Return the root mean square without overflow (losses near 1e300 are squared safely)."""
+    scale = float(np.max(np.abs(values), initial=0.0))
+    if scale == 0.0 or not math.isfinite(scale):
+        return scale
+    return scale * math.sqrt(float(np.mean((values / scale) ** 2)))

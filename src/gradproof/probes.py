@@ -176,8 +176,18 @@ def rounding_bar(
     bars = np.empty(len(probes))
     for j, p in enumerate(probes):
         g = gradient[p.start : p.stop] * spacing[p.start : p.stop]
-        bars[j] = 4.0 * math.sqrt(float(g @ g) / 6.0) / (2.0 * steps[j])
+        bars[j] = 4.0 * _norm(g) / math.sqrt(6.0) / (2.0 * steps[j])
     return bars
+
+
+def _norm(g: FloatArray) -> float:
+    """Return ``sqrt(g @ g)`` without overflow: a huge wrong entry must not make it infinite."""
+    with np.errstate(invalid="ignore"):
+        scale = float(np.max(np.abs(g), initial=0.0))
+    if not math.isfinite(scale) or scale == 0.0:
+        return scale
+    unit = g / scale
+    return scale * math.sqrt(float(unit @ unit))
 
 
 class _Buffers(threading.local):

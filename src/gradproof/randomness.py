@@ -29,11 +29,12 @@ Note [What reseeding controls]
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, SupportsFloat, TypeVar
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from gradproof.errors import InputError
 
-__all__ = ["RepeatCheck", "check_repeatable", "reseed", "seeded"]
+__all__ = ["RepeatCheck", "check_repeatable", "preserved_random_state", "reseed", "seeded"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -211,3 +212,47 @@ def _validate_seed(seed: object) -> int:
             f"got {seed}. Pass e.g. seed=0."
         )
     return int(seed)
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's global generators on exit, however it exits.
+
+    A check re-seeds the global generators before every evaluation when it
+    is given a seed (Note [What reseeding controls]); the caller's program
+    must find them as it left them, after a pass, a failure, an error or
+    Ctrl-C. Torch's generators (CPU, and CUDA where initialised) are saved
+    only when torch is already imported.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.random.seed(1)
+    >>> with preserved_random_state():
+    ...     reseed(7)
+    >>> np.random.seed(1)
+    >>> first = np.random.rand()
+    >>> np.random.seed(1)
+    >>> with preserved_random_state():
+    ...     reseed(7)
+    >>> bool(np.random.rand() == first)
+    True
+    """
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()  # noqa: NPY002 - the legacy global generator is restored
+    torch = sys.modules.get("torch")
+    torch_state = None if torch is None else torch.get_rng_state()
+    cuda_states = (
+        torch.cuda.get_rng_state_all()
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
+        else None
+    )
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002
+        if torch is not None:
+            torch.set_rng_state(torch_state)
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)

@@ -383,8 +383,14 @@ class CheckResult:
     seconds : float
         Wall-clock time of the check.
     interrupted : bool
-        Whether the check was cut short with Ctrl-C; the reports then cover
-        only the measured entries (``n_checked``).
+        Whether the check stopped before it measured everything it meant to
+        (see `stop_reason`); the reports then cover only the measured entries
+        (``n_checked``).
+    stop_reason : {None, "interrupt", "deadline", "budget", "error", "lost"}
+        Why it stopped early: Ctrl-C, `time_budget` passed, `max_evals`
+        reached, the loss raised at some point (the error raised with this
+        result as its ``partial_result`` names it), or a worker process was
+        lost. None when the check ran to the end.
     mode : {"full", "sampled", "directional"}
         The strategy that ran (``mode="auto"`` says which it chose).
     engine : str
@@ -409,6 +415,7 @@ class CheckResult:
     n_refined: int
     seconds: float
     interrupted: bool
+    stop_reason: str | None = None
     mode: str = "full"
     engine: str = "serial"
     n_probes: int = 0
@@ -505,6 +512,7 @@ class CheckResult:
             "n_refined": self.n_refined,
             "seconds": self.seconds,
             "interrupted": self.interrupted,
+            "stop_reason": self.stop_reason,
             "mode": self.mode,
             "engine": self.engine,
             "n_probes": self.n_probes,

@@ -14,6 +14,7 @@ process pool or on a cluster with identical results.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,11 @@ class CoordinateProblem:
         points, see :mod:`gradproof.probes`).
     evaluator : LossEvaluator, optional
         The plain evaluator, for the complex step (which runs serially).
+    roundoff : ndarray of shape (n,), optional
+        The relative rounding error of a loss value, per coordinate
+        (``ROUNDOFF_FACTOR * eps``). When given, each coordinate's
+        `value_noise` is raised to the rounding of the values actually
+        differenced (Note [Rounding of the values differenced]).
     """
 
     fun: FlatFunction
@@ -118,6 +124,7 @@ class CoordinateProblem:
     describe: Callable[[int], str] = str
     extra_bar: FloatArray | None = None
     evaluator: LossEvaluator | None = None
+    roundoff: FloatArray | None = None
 
 
 @dataclass
@@ -149,6 +156,9 @@ class Entries:
         """Give every coordinate its verdict code from the numbers (kinks keep theirs)."""
         with np.errstate(invalid="ignore"):
             within = np.abs(self.analytic - self.numeric) <= self.tolerance()
+        # A NaN or infinite analytic entry is never right: its tolerance (rtol times its own
+        # size) would be infinite too, and accept it.
+        within &= np.isfinite(self.analytic)
         codes = np.where(within, PASS, FAIL).astype(np.int8)
         # A loss that is not finite next to the point gives no estimate to compare with.
         non_finite = ~np.isfinite(self.numeric) & (self.reason == REASON_NONE)
@@ -203,15 +213,18 @@ def judge_coordinates(
         and, at kinks, the one-sided derivatives. ``interrupted`` is set if
         Ctrl-C cut the work short (what was measured is kept).
     """
-    entries, level0 = _first_estimates(problem, indices)
+    entries, level0, problem = _first_estimates(problem, indices)
     entries.judge()
     wanted = np.zeros(problem.x0.size, dtype=bool)
     wanted[np.arange(problem.x0.size) if indices is None else indices] = True
     entries.interrupted = bool(np.any(wanted & ~entries.measured))
     if not resolve:
         return entries
+    # A non-finite analytic entry next to a finite estimate is wrong whatever the step: it
+    # is not re-measured.
+    settled = ~np.isfinite(entries.analytic) & np.isfinite(entries.numeric)
     doubtful = np.flatnonzero(
-        (entries.codes == FAIL) | _kink_suspects(problem, entries, level0, wanted)
+        ((entries.codes == FAIL) & ~settled) | _kink_suspects(problem, entries, level0, wanted)
     )
     if doubtful.size and not entries.interrupted:
         _resolve(problem, entries, doubtful, level0)
@@ -249,21 +262,45 @@ def _new_entries(
     )
 
 
+def _with_roundoff_of(problem: CoordinateProblem, values: FloatArray) -> CoordinateProblem:
+    """Raise each coordinate's value noise to the rounding of the values it differences.
+
+    Note [Rounding of the values differenced]
+        A loss value is trusted to ``ROUNDOFF_FACTOR * eps`` of its own size,
+        and the values a difference subtracts can be far larger than the loss
+        at the point: ``sum(x**2)`` at ``x = 1e-20`` is 3e-40, its neighbours at
+        ``x +- h`` some 1e-11. Scaling the error bar by ``|f(x)|`` alone would
+        make it 1e29 times too small there and call a right gradient wrong.
+    """
+    if problem.roundoff is None:
+        return problem
+    with np.errstate(invalid="ignore"):
+        largest = np.nanmax(np.abs(values), axis=0, initial=0.0)
+    noise = np.maximum(problem.value_noise, problem.roundoff * np.nan_to_num(largest))
+    return dataclasses.replace(problem, value_noise=noise)
+
+
 def _first_estimates(
     problem: CoordinateProblem, indices: npt.NDArray[np.intp] | None
-) -> tuple[Entries, _CentralLevel | None]:
-    """Take every coordinate's first estimate with the chosen method, and its error bar."""
+) -> tuple[Entries, _CentralLevel | None, CoordinateProblem]:
+    """Take every coordinate's first estimate with the chosen method, and its error bar.
+
+    Also returns the problem with its value noise raised to the rounding of
+    the values sampled (Note [Rounding of the values differenced]).
+    """
     p = problem
     x0, h, method = p.x0, p.h, p.method
     level0: _CentralLevel | None = None
     if method == "complex":
-        return _complex_step(problem, indices)
+        entries, level = _complex_step(problem, indices)
+        return entries, level, problem
     if method == "richardson":
         minus, plus = offset_points(x0, p.sampling, h, (-1.0, 1.0), describe=p.describe)
         half_minus, half_plus = offset_points(
             x0, p.sampling, h / 2, (-1.0, 1.0), describe=p.describe
         )
         s = p.sampler(p.fun, x0, (plus, minus, half_plus, half_minus), indices=indices)
+        p = _with_roundoff_of(p, s.values)
         with np.errstate(invalid="ignore", divide="ignore"):
             coarse = (s.values[0] - s.values[1]) / (plus - minus)
             fine = (s.values[2] - s.values[3]) / (half_plus - half_minus)
@@ -271,10 +308,11 @@ def _first_estimates(
         numeric[~np.all(np.isfinite(s.values), axis=0)] = np.nan
         error_bar = truncation + 2 * p.value_noise / (half_plus - half_minus)
         level0 = _CentralLevel(plus, minus, s.values[0], s.values[1])
-        return _new_entries(problem, numeric, error_bar, s.measured), level0
+        return _new_entries(p, numeric, error_bar, s.measured), level0, p
     stencil = STENCILS[method]
     columns = offset_points(x0, p.sampling, h, stencil.sampled_offsets, describe=p.describe)
     s = p.sampler(p.fun, x0, columns, indices=indices)
+    p = _with_roundoff_of(p, s.values)
     numeric = stencil_derivative(stencil, x0, p.f0, columns, s.values)
     weight = sum(abs(w) for w in stencil.weights)
     error_bar = weight * p.value_noise / h
@@ -284,7 +322,7 @@ def _first_estimates(
         )
         (plus, f_plus), (minus, f_minus) = by_offset[1.0], by_offset[-1.0]
         level0 = _CentralLevel(plus, minus, f_plus, f_minus)
-    return _new_entries(problem, numeric, error_bar, s.measured), level0
+    return _new_entries(p, numeric, error_bar, s.measured), level0, p
 
 
 def _complex_step(
@@ -425,6 +463,7 @@ def _resolve(
     slack = entries.rtol[bracketed] * np.maximum(np.abs(a), np.maximum(abs(left), abs(right)))
     slack += entries.atol + 4 * p.value_noise[bracketed] / resolution.step[bracketed]
     inside = (a >= np.minimum(left, right) - slack) & (a <= np.maximum(left, right) + slack)
+    inside &= np.isfinite(a)  # an infinite slack would accept a NaN or infinite entry
     is_kink = resolution.status[bracketed] == KINK
     entries.reason[bracketed] = np.where(is_kink, REASON_KINK, REASON_NO_SAFE_STEP)
     entries.codes[bracketed] = np.where(inside, INCONCLUSIVE, FAIL)

@@ -8,6 +8,7 @@ it: ``W1``, ``layers[0].weight``, ``params[2]``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +25,9 @@ __all__ = ["Leaf", "ParamTree", "format_index"]
 
 ROOT_NAME = "params"
 """The name given to a parameter container that is a single array or float."""
+
+MAX_DEPTH = 100
+"""Containers nested deeper than this are refused with a clear error, not a RecursionError."""
 
 LeafKind = Literal["array", "float", "numpy_scalar"]
 
@@ -166,20 +170,37 @@ class ParamTree:
         leaves: list[Leaf] = []
         values: list[FloatArray] = []
 
-        def visit(value: object, name: str) -> _Node:
+        def visit(value: object, name: str, depth: int = 0) -> _Node:
+            if depth > MAX_DEPTH:
+                raise InputError(
+                    f"`params` is nested more than {MAX_DEPTH} containers deep (at "
+                    f"`{name[:80]}...`); gradproof reads dicts, lists, tuples, named tuples "
+                    "and dataclasses of arrays. Flatten the structure, e.g. into a dict of "
+                    "arrays keyed by path."
+                )
+            depth += 1
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                fields = _dataclass_fields(value, name)
+                children = tuple(
+                    visit(getattr(value, f), _child_name(name, f), depth) for f in fields
+                )
+                return ("dataclass", type(value), fields, children)
             if isinstance(value, Mapping):
                 keys = tuple(value.keys())
-                return ("dict", keys, tuple(visit(value[k], _child_name(name, k)) for k in keys))
+                children = tuple(visit(value[k], _child_name(name, k), depth) for k in keys)
+                return ("dict", keys, children)
             if _is_namedtuple(value):
                 assert isinstance(value, tuple)  # for mypy: _is_namedtuple checked it
                 fields: tuple[str, ...] = value._fields  # type: ignore[attr-defined]
                 children = tuple(
-                    visit(v, _child_name(name, f)) for f, v in zip(fields, value, strict=True)
+                    visit(v, _child_name(name, f), depth)
+                    for f, v in zip(fields, value, strict=True)
                 )
                 return ("namedtuple", type(value), children)
             if isinstance(value, (list, tuple)):
                 kind = "list" if isinstance(value, list) else "tuple"
-                return (kind, tuple(visit(v, _child_name(name, i)) for i, v in enumerate(value)))
+                items = tuple(visit(v, _child_name(name, i), depth) for i, v in enumerate(value))
+                return (kind, items)
             leaf, flat = _read_leaf(value, name or ROOT_NAME, offset=sum(x.size for x in values))
             leaves.append(leaf)
             values.append(flat)
@@ -321,7 +342,12 @@ class ParamTree:
 # -- leaves -----------------------------------------------------------------------------------
 def _read_leaf(value: object, name: str, *, offset: int) -> tuple[Leaf, FloatArray]:
     kind: LeafKind
-    if isinstance(value, (bool, int, np.integer, np.bool_)):
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(
+            f"`{name}` is the boolean {value!r}; finite differences need floating-point "
+            f"parameters. Pass `{float(value)!r}` instead, or leave flags out of the parameters."
+        )
+    if isinstance(value, (int, np.integer)):
         raise InputError(
             f"`{name}` is the integer {value!r}; finite differences need floating-point "
             f"parameters. Pass `{float(value)!r}` instead."
@@ -336,13 +362,15 @@ def _read_leaf(value: object, name: str, *, offset: int) -> tuple[Leaf, FloatArr
     else:
         raise InputError(
             f"`{name}` is a {_describe(value)}; gradproof.check takes numpy arrays and floats, "
-            "in dicts, lists and tuples. Convert it with `np.asarray(...)` (for a torch tensor, "
-            "`t.detach().cpu().numpy()`)."
+            "in dicts, lists, tuples, named tuples and dataclasses. Convert it with "
+            "`np.asarray(...)` (for a torch tensor, `t.detach().cpu().numpy()`)."
         )
     if array.dtype.kind in "iub":
+        kind_word = "boolean" if array.dtype.kind == "b" else "integer"
         raise InputError(
-            f"`{name}` has integer dtype {array.dtype}; finite differences need floating-point "
-            f"parameters. Pass `{name}.astype(np.float64)`."
+            f"`{name}` has {kind_word} dtype {array.dtype}; finite differences need "
+            f"floating-point parameters. Pass `{name}.astype(np.float64)`, or leave masks and "
+            "indices out of the parameters."
         )
     if array.dtype.kind != "f":
         raise InputError(
@@ -426,7 +454,21 @@ def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
 def _children(node: _Node) -> tuple[_Node, ...]:
     if node[0] == "leaf":
         return ()
-    return tuple(node[2] if node[0] in ("dict", "namedtuple") else node[1])
+    return tuple(node[-1])
+
+
+def _dataclass_fields(value: object, name: str) -> tuple[str, ...]:
+    """Return a dataclass instance's fields, all of which a rebuilt copy must take."""
+    fields = dataclasses.fields(value)  # type: ignore[arg-type]
+    hidden = [f.name for f in fields if not f.init]
+    if hidden:
+        raise InputError(
+            f"`{name or ROOT_NAME}` is a {type(value).__qualname__} dataclass with fields that "
+            f"its constructor does not take ({', '.join(hidden)}), so gradproof cannot rebuild "
+            "it at perturbed points. Pass its arrays in a dict, e.g. "
+            "`dataclasses.asdict(params)`, and rebuild it inside the loss."
+        )
+    return tuple(f.name for f in fields)
 
 
 def _compile(node: _Node) -> Callable[[list[Any]], Any]:
@@ -443,6 +485,10 @@ def _compile(node: _Node) -> Callable[[list[Any]], Any]:
         if tag == "list":
             return lambda built: [item(built) for item in items]
         return lambda built: tuple(item(built) for item in items)
+    if tag == "dataclass":
+        make, names = node[1], node[2]
+        parts = tuple(zip(names, [_compile(child) for child in node[3]], strict=True))
+        return lambda built: make(**{field: child(built) for field, child in parts})
     make, fields = node[1], [_compile(child) for child in node[2]]
     return lambda built: make(*(field(built) for field in fields))
 
@@ -465,6 +511,19 @@ def _match(
             )
         _check_keys(keys, other, at, what)
         for key, child in zip(keys, node[2], strict=True):
+            yield from _match(child, other[key], leaves, _child_name(name, key), what)
+        return
+    if tag == "dataclass":
+        names: tuple[str, ...] = node[2]
+        if dataclasses.is_dataclass(other) and not isinstance(other, type):
+            other = {f.name: getattr(other, f.name) for f in dataclasses.fields(other)}
+        if not isinstance(other, Mapping):
+            raise InputError(
+                f"The {what}{at} is a {_describe(other)}; expected a {node[1].__qualname__} "
+                f"(or a dict) with fields {list(names)}, like the parameters."
+            )
+        _check_keys(names, other, at, what)
+        for key, child in zip(names, node[3], strict=True):
             yield from _match(child, other[key], leaves, _child_name(name, key), what)
         return
     children = node[-1]

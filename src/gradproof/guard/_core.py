@@ -29,12 +29,9 @@ Note [The guard leaves the training's randomness alone]
 from __future__ import annotations
 
 import bisect
-import contextlib
-import random
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -51,6 +48,7 @@ from gradproof.guard._records import (
     _percent,
     _seconds,
 )
+from gradproof.randomness import preserved_random_state
 from gradproof.results import CheckResult, Verdict
 
 __all__ = ["DEFAULT_CHECK_OPTIONS", "DEFAULT_EVERY", "ON_FAILURE"]
@@ -261,7 +259,7 @@ class _Guard:
             self._last_seen = now
             return None
         try:
-            with _preserved_random_state():
+            with preserved_random_state():
                 result = run()
         except GradproofError as error:
             self._last_seen = time.perf_counter()
@@ -309,32 +307,6 @@ def _at_step(error: GradproofError, step: int, seed: int | None) -> BaseExceptio
     if type(error) is UserCodeError:
         return UserCodeError(where + str(error), function=error.function)
     return error
-
-
-@contextlib.contextmanager
-def _preserved_random_state() -> Iterator[None]:
-    """Restore Python's, numpy's and torch's global generators on exit.
-
-    See Note [The guard leaves the training's randomness alone].
-    """
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()  # noqa: NPY002 - the legacy global generator is restored
-    torch = sys.modules.get("torch")
-    torch_state = None if torch is None else torch.get_rng_state()
-    cuda_states = (
-        torch.cuda.get_rng_state_all()
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
-        else None
-    )
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)  # noqa: NPY002
-        if torch is not None:
-            torch.set_rng_state(torch_state)
-            if cuda_states is not None:
-                torch.cuda.set_rng_state_all(cuda_states)
 
 
 def _validate_step(step: object) -> int:

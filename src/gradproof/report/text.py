@@ -286,9 +286,14 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
 
 def _wrong_count(report: ParamReport) -> str:
     if report.strategy == "directional" and report.n_failed:
+        why = (
+            "after its probe failed"
+            if any(p.verdict is Verdict.FAIL for p in report.probes)
+            else "(NaN or infinite analytic entries are measured one by one)"
+        )
         return (
             f"{report.n_failed} wrong of the {report.n_checked} entries measured one by one "
-            f"after its probe failed, out of {report.n_entries}"
+            f"{why}, out of {report.n_entries}"
         )
     if report.n_failed:
         return f"{report.n_failed} of {report.n_checked} entries wrong"
