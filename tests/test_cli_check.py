@@ -335,7 +335,8 @@ def test_help_documents_the_exit_codes():
     out = " ".join(result.output.split())
     assert "0 every gradient is correct" in out
     assert "1 a gradient is wrong" in out
-    assert "3 inconclusive only" in out
+    assert "3 inconclusive (kinks, noise) or incomplete" in out
+    assert "4 gradproof itself crashed" in out
 
 
 @pytest.mark.parametrize(("grad", "code"), [("grad", 0), ("bad_grad", 1)])
