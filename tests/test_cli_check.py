@@ -498,6 +498,17 @@ def hangs_later(p):
 def hangs_at_once(p):
     while True:
         time.sleep(0.05)
+
+
+def ctrl_c_later(p):  # as if the user pressed Ctrl-C partway through the sweep
+    CALLS[0] += 1
+    if CALLS[0] > 90:
+        raise KeyboardInterrupt
+    return loss(p)
+
+
+def ctrl_c_at_once(p):
+    raise KeyboardInterrupt
 """
 
 
@@ -700,6 +711,37 @@ def test_time_budget_stops_a_loss_that_hangs_at_once(exits):
     assert done.returncode == 3, done.stdout + done.stderr
     assert "--time-budget of 1 s ran out" in done.stderr
     assert "before the check had measured anything to report" in done.stderr
+
+
+def test_ctrl_c_reports_what_was_measured_and_exits_3(exits):
+    # Not the process's SIGINT (typer would answer "Aborted!" and 1): gradproof's own handling.
+    result = invoke(*check_args(exits, loss="ctrl_c_later"), "--mode", "full")
+    assert result.exit_code == 3, result.output
+    assert "gradproof: INCONCLUSIVE: interrupted after" in result.stdout
+    early = invoke(*check_args(exits, loss="ctrl_c_at_once"))
+    assert early.exit_code == 3, early.output
+    assert "interrupted before the check had measured anything to report" in early.stderr
+
+
+@needs_setitimer
+def test_the_time_budget_timer_restores_the_previous_handler_and_timer():
+    from gradproof.cli import _Deadline
+
+    def theirs(signum, frame):
+        raise AssertionError("their timer fired during the test")
+
+    previous = signal.signal(signal.SIGALRM, theirs)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 100.0)
+        with _Deadline(30.0) as deadline:
+            assert deadline.armed
+            assert signal.getitimer(signal.ITIMER_REAL)[0] > 30.0  # ours: the budget and grace
+        assert signal.getsignal(signal.SIGALRM) is theirs
+        assert 95.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100.0  # theirs runs on
+        assert deadline.fired == 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_time_budget_must_be_positive(model):

@@ -59,6 +59,42 @@ app = typer.Typer(
 )
 
 
+def _internal_error(error: Exception) -> NoReturn:
+    """Report an exception that gradproof did not expect, and exit with code 4."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print("".join(traceback.format_exception(error)).rstrip("\n"), markup=False)
+    err.print(
+        "gradproof hit an internal error (this is a gradproof bug, please report it): "
+        f"{type(error).__name__}: {error}",
+        markup=False,
+    )
+    raise typer.Exit(code=EXIT_INTERNAL)
+
+
+_P = ParamSpec("_P")
+
+
+def _reports_internal_errors(command: Callable[_P, None]) -> Callable[_P, None]:
+    """Exit with code 4 and a bug report when a command raises an exception it did not expect.
+
+    A crash of gradproof must not read as a verdict: uncaught, an exception ends
+    the process with Python's exit code 1, which means a wrong gradient.
+    """
+
+    @functools.wraps(command)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # exits are answers, not crashes
+        except click.ClickException:
+            raise  # a usage error
+        except Exception as error:
+            _internal_error(error)
+
+    return run
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"gradproof {__version__}")
@@ -78,6 +114,7 @@ def _root(
 
 
 @app.command()
+@_reports_internal_errors
 def demo() -> None:
     """Walk through the classic gradient-checking assignment and catch its planted bugs."""
     from gradproof.demo import run_demo
@@ -88,6 +125,7 @@ def demo() -> None:
 
 
 @app.command()
+@_reports_internal_errors
 def train(
     data: Annotated[
         Path | None,
@@ -122,7 +160,8 @@ def train(
     """Train the fraud-detection model with a gradient guard watching its backward pass.
 
     Exit code 0: trained, every gradient check passed. 1: the guard found a wrong
-    gradient and stopped training. 2: bad input (a CSV that cannot be read).
+    gradient and stopped training. 2: bad input (a CSV that cannot be read). 4:
+    gradproof itself crashed.
     """
     from gradproof.errors import InputError
     from gradproof.fraud_training import run_training
@@ -173,42 +212,6 @@ def _fail(message: str, detail: str = "", *, code: int = EXIT_USAGE) -> NoReturn
         err.print(detail.rstrip("\n"), markup=False)
     err.print(f"gradproof check: {message}", markup=False)
     raise typer.Exit(code=code)
-
-
-def _internal_error(error: Exception) -> NoReturn:
-    """Report an exception that gradproof did not expect, and exit with code 4."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print("".join(traceback.format_exception(error)).rstrip("\n"), markup=False)
-    err.print(
-        "gradproof hit an internal error (this is a gradproof bug, please report it): "
-        f"{type(error).__name__}: {error}",
-        markup=False,
-    )
-    raise typer.Exit(code=EXIT_INTERNAL)
-
-
-_P = ParamSpec("_P")
-
-
-def _reports_internal_errors(command: Callable[_P, None]) -> Callable[_P, None]:
-    """Exit with code 4 and a bug report when a command raises an exception it did not expect.
-
-    A crash of gradproof must not read as a verdict: without this, click exits
-    with 1 (a wrong gradient) and typer with 1 too.
-    """
-
-    @functools.wraps(command)
-    def run(*args: _P.args, **kwargs: _P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # exits are answers, not crashes
-        except click.ClickException:
-            raise  # a usage error
-        except Exception as error:
-            _internal_error(error)
-
-    return run
 
 
 def _optional_writer(module: str, function: str, option: str) -> Callable[..., Any]:
