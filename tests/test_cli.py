@@ -84,3 +84,16 @@ def test_missing_cli_extra_says_how_to_install_it(monkeypatch, capsys):
         main()
     assert info.value.code == 2
     assert "pip install 'gradproof[cli]'" in capsys.readouterr().err
+
+
+def test_a_crash_of_any_command_exits_4(monkeypatch):
+    import gradproof.demo
+
+    def broken(write):
+        raise ZeroDivisionError("demo fell over")
+
+    monkeypatch.setattr(gradproof.demo, "run_demo", broken)
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 4, result.output
+    assert "this is a gradproof bug, please report it" in result.stderr
+    assert "ZeroDivisionError: demo fell over" in result.stderr

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import re
+import signal
 import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec
 
+import click
 import typer
 from rich.console import Console
 
 from gradproof import __version__
 
-__all__ = ["EXIT_FAIL", "EXIT_INCONCLUSIVE", "EXIT_PASS", "EXIT_USAGE", "app"]
+if TYPE_CHECKING:
+    from gradproof.results import CheckResult
+
+__all__ = [
+    "EXIT_FAIL",
+    "EXIT_INCONCLUSIVE",
+    "EXIT_INTERNAL",
+    "EXIT_PASS",
+    "EXIT_USAGE",
+    "app",
+]
 
 EXIT_PASS = 0
 """``gradproof check``: every gradient is correct."""
 EXIT_FAIL = 1
 """``gradproof check``: a gradient is wrong."""
 EXIT_USAGE = 2
-"""``gradproof check``: a usage or input error, or the user's code raised an exception."""
+"""``gradproof check``: a usage or input error, or the user's code raised or called ``sys.exit``."""
 EXIT_INCONCLUSIVE = 3
-"""``gradproof check``: nothing wrong, but some entries could not be judged (kinks, noise)."""
+"""``gradproof check``: nothing wrong found, but not every entry was judged.
+
+Some entries could not be judged (kinks, noise), or the check stopped early:
+Ctrl-C, ``--time-budget`` or ``--max-evals`` reached.
+"""
+EXIT_INTERNAL = 4
+"""Any command: gradproof itself crashed (a bug in gradproof; the traceback is printed)."""
 
 app = typer.Typer(
     name="gradproof",
@@ -32,6 +57,42 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _internal_error(error: Exception) -> NoReturn:
+    """Report an exception that gradproof did not expect, and exit with code 4."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print("".join(traceback.format_exception(error)).rstrip("\n"), markup=False)
+    err.print(
+        "gradproof hit an internal error (this is a gradproof bug, please report it): "
+        f"{type(error).__name__}: {error}",
+        markup=False,
+    )
+    raise typer.Exit(code=EXIT_INTERNAL)
+
+
+_P = ParamSpec("_P")
+
+
+def _reports_internal_errors(command: Callable[_P, None]) -> Callable[_P, None]:
+    """Exit with code 4 and a bug report when a command raises an exception it did not expect.
+
+    A crash of gradproof must not read as a verdict: uncaught, an exception ends
+    the process with Python's exit code 1, which means a wrong gradient.
+    """
+
+    @functools.wraps(command)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # exits are answers, not crashes
+        except click.ClickException:
+            raise  # a usage error
+        except Exception as error:
+            _internal_error(error)
+
+    return run
 
 
 def _print_version(value: bool) -> None:
@@ -53,6 +114,7 @@ def _root(
 
 
 @app.command()
+@_reports_internal_errors
 def demo() -> None:
     """Walk through the classic gradient-checking assignment and catch its planted bugs."""
     from gradproof.demo import run_demo
@@ -63,6 +125,7 @@ def demo() -> None:
 
 
 @app.command()
+@_reports_internal_errors
 def train(
     data: Annotated[
         Path | None,
@@ -97,7 +160,8 @@ def train(
     """Train the fraud-detection model with a gradient guard watching its backward pass.
 
     Exit code 0: trained, every gradient check passed. 1: the guard found a wrong
-    gradient and stopped training. 2: bad input (a CSV that cannot be read).
+    gradient and stopped training. 2: bad input (a CSV that cannot be read). 4:
+    gradproof itself crashed.
     """
     from gradproof.errors import InputError
     from gradproof.fraud_training import run_training
@@ -141,13 +205,13 @@ class Method(str, Enum):
     complex = "complex"
 
 
-def _fail(message: str, detail: str = "") -> NoReturn:
-    """Print a usage or input error to stderr and exit with code 2."""
+def _fail(message: str, detail: str = "", *, code: int = EXIT_USAGE) -> NoReturn:
+    """Print an error to stderr (`detail`, then the message) and exit with `code` (2)."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if detail:
         err.print(detail.rstrip("\n"), markup=False)
     err.print(f"gradproof check: {message}", markup=False)
-    raise typer.Exit(code=EXIT_USAGE)
+    raise typer.Exit(code=code)
 
 
 def _optional_writer(module: str, function: str, option: str) -> Callable[..., Any]:
@@ -163,10 +227,157 @@ def _optional_writer(module: str, function: str, option: str) -> Callable[..., A
     return writer  # type: ignore[no-any-return]
 
 
+_OPTIONS = {
+    "eps": "--eps",
+    "rel_step": "--rel-step",
+    "rtol": "--rtol",
+    "atol": "--atol",
+    "seed": "--seed",
+    "mode": "--mode",
+    "method": "--method",
+    "max_evals": "--max-evals",
+    "time_budget": "--time-budget",
+    "n_probes": "--n-probes",
+    "n_samples": "--n-samples",
+    "executor": "--executor",
+}
+"""The keywords of :func:`gradproof.check` that are options of ``gradproof check``."""
+
+_KEYWORD = re.compile(
+    r"`(" + "|".join(_OPTIONS) + r")(?:=(['\"]?)([^`'\"]*)\2)?`(?:=([^\s,;)]*[^\s,;).]))?"
+)
+
+
+def _in_cli_words(message: str) -> str:
+    """Name the options of ``gradproof check`` in a message of :func:`gradproof.check`.
+
+    Examples
+    --------
+    >>> _in_cli_words("`max_evals` must be a positive integer; got 0.")
+    '`--max-evals` must be a positive integer; got 0.'
+    >>> _in_cli_words("Use `method='central'`, or pass `executor=None`.")
+    'Use `--method central`, or pass `--executor 1`.'
+    >>> _in_cli_words("Both `eps`=1e-06 and `rel_step`=1e-06 were given.")
+    'Both `--eps 1e-06` and `--rel-step 1e-06` were given.'
+    """
+
+    def option(match: re.Match[str]) -> str:
+        name = match[1]
+        value = match[3] if match[3] is not None else match[4]
+        if value is None:
+            return f"`{_OPTIONS[name]}`"
+        if name == "executor" and value == "None":
+            value = "1"  # this process
+        return f"`{_OPTIONS[name]} {value}`"
+
+    return _KEYWORD.sub(option, message)
+
+
+def _exit_message(exception: SystemExit, message: str = "") -> str:
+    """Say that the user's code called ``sys.exit`` while its loss or gradient ran."""
+    from gradproof.target import exit_call
+
+    where = f" ({message})" if message else " while gradproof evaluated the loss or gradient"
+    return (
+        f"your code called {exit_call(exception)}{where}; a loss or gradient function must "
+        "return its value, not exit (gradproof check exits with 2 whatever code it passed)"
+    )
+
+
+class _Deadline:
+    """The hard stop of ``--time-budget``: a Ctrl-C for a check that runs past its budget.
+
+    :func:`gradproof.check` stops at its budget between evaluations; a loss
+    evaluation that never returns (a hung loss) is stopped by this timer, which
+    raises ``KeyboardInterrupt`` in the main thread at the budget plus a grace,
+    and again after every further grace, so that the check returns what it
+    measured. Only where ``signal.setitimer`` exists and in the main thread;
+    elsewhere it does nothing. The previous SIGALRM handler and timer are
+    restored on exit.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.fired = 0
+        self.armed = False
+        self._previous: Any = None
+        self._timer = (0.0, 0.0)
+        self._started = 0.0
+
+    @property
+    def grace(self) -> float:
+        """Seconds the check has past its budget before it is interrupted."""
+        return max(_GRACE_SECONDS, 0.1 * (self.seconds or 0.0))
+
+    def __enter__(self) -> _Deadline:
+        if (
+            self.seconds is None
+            or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return self
+        self._previous = signal.signal(signal.SIGALRM, self._interrupt)
+        self._started = time.monotonic()
+        self._timer = signal.setitimer(signal.ITIMER_REAL, self.seconds + self.grace, self.grace)
+        self.armed = True
+        return self
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self.armed:
+            self.fired += 1
+            raise KeyboardInterrupt(f"the --time-budget of {self.seconds:g} s ran out")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.armed:
+            return
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        previous = self._previous
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+        delay, interval = self._timer
+        if delay > 0:  # someone else's timer was running: let it run on
+            left = delay - (time.monotonic() - self._started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
+
+
+_GRACE_SECONDS = 2.0
+"""The least time a check may run past ``--time-budget`` before its loss is interrupted."""
+
+
+def _print_report(
+    result: CheckResult, context: dict[str, str], *, as_json: bool, verbose: bool
+) -> None:
+    """Print the report on stdout: JSON, colour on a terminal, else plain text."""
+    console = Console(highlight=False, soft_wrap=True)
+    if as_json:
+        from gradproof.report.json import to_json_text
+
+        typer.echo(to_json_text(result, extra=context), nl=False)
+    elif console.is_terminal:
+        from gradproof.report.rich import print_result
+
+        print_result(
+            result,
+            Console(highlight=False),
+            verbose=verbose,
+            title=f"gradproof check {context['target']}",
+        )
+    else:
+        from gradproof.report.text import _headline, render_result
+
+        typer.echo(render_result(result, verbose=verbose))
+        typer.echo("")
+        typer.echo(_headline(result))
+    sys.stdout.flush()
+
+
 @app.command(
     epilog="Exit codes: 0 every gradient is correct; 1 a gradient is wrong; 2 usage or input "
-    "error, or the user's code raised an exception; 3 inconclusive only (kinks, noise)."
+    "error, or the user's code raised an exception or called sys.exit; 3 inconclusive "
+    "(kinks, noise) or incomplete (Ctrl-C, --time-budget or --max-evals reached) with "
+    "nothing wrong found; 4 gradproof itself crashed (a bug, please report it)."
 )
+@_reports_internal_errors
 def check(
     target: Annotated[
         str,
@@ -205,8 +416,52 @@ def check(
         int | None, typer.Option(help="Reset the random generators to this seed each evaluation.")
     ] = None,
     max_evals: Annotated[
-        int | None, typer.Option(min=1, help="Budget of loss evaluations (picks the strategy).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="The most loss evaluations the whole check may spend; it picks the strategy, "
+            "and a check that reaches it stops with what it measured (exit code 3 unless a "
+            "wrong gradient was found).",
+        ),
     ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            metavar="SECONDS",
+            help="The most wall-clock seconds the check may take; it picks the strategy, and a "
+            "check that reaches it stops with what it measured (exit code 3 unless a wrong "
+            "gradient was found). A loss evaluation that hangs is interrupted shortly after.",
+        ),
+    ] = None,
+    executor: Annotated[
+        int,
+        typer.Option(
+            "--executor",
+            metavar="N",
+            min=1,
+            help="Worker processes that evaluate the loss (1: in this process).",
+        ),
+    ] = 1,
+    n_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--n-samples",
+            metavar="N",
+            min=1,
+            help="Entries measured by --mode sampled (default: as many as --max-evals "
+            "allows, else 1000).",
+        ),
+    ] = None,
+    n_probes: Annotated[
+        int,
+        typer.Option(
+            "--n-probes",
+            metavar="N",
+            min=1,
+            help="Random directions per tensor in --mode directional.",
+        ),
+    ] = 1,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the JSON report (schema report-v1) instead of text."),
@@ -224,7 +479,8 @@ def check(
         bool,
         typer.Option(
             "--sweep/--no-sweep",
-            help="Draw the step-size sweep in --html and --plots (58 more loss evaluations).",
+            help="Draw the step-size sweep in --html and --plots (58 more loss evaluations; "
+            "not after an incomplete check).",
         ),
     ] = True,
     sweep_entry: Annotated[
@@ -253,48 +509,85 @@ def check(
     from gradproof.check import MAX_LISTED_ENTRIES
     from gradproof.check import check as run_check
     from gradproof.errors import GradproofError, UserCodeError
+    from gradproof.report.json import write_json
     from gradproof.target import (
         format_user_traceback,
         load_params,
         load_target,
         resolve_function,
+        send_by_value,
     )
 
+    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+        _fail(f"--time-budget must be a positive number of seconds; got {time_budget:g}")
     # Looked up before the check, so that a missing extra fails fast.
     write_page = _optional_writer("gradproof.report.html", "write_html", "--html") if html else None
     write_plots = _optional_writer("gradproof.plots", "write_figures", "--plots") if plots else None
+    context = {"target": target, "loss": loss, "grad": grad, "params": params}
 
+    deadline = _Deadline(time_budget)
     try:
         module = load_target(target)
         loss_fn = resolve_function(module, loss, role="loss")
         grad_fn = resolve_function(module, grad, role="gradient")
         point = load_params(params, module)
-        result = run_check(
-            loss_fn,
-            grad_fn,
-            point,
-            mode=mode.value,
-            method=method.value,
-            rtol=rtol,
-            atol=atol,
-            eps=eps,
-            rel_step=rel_step,
-            seed=seed,
-            max_evals=max_evals,
-            # --verbose lists every wrong and inconclusive entry, in every report.
-            max_listed=None if verbose else MAX_LISTED_ENTRIES,
+        if executor > 1:
+            send_by_value(module)
+        with deadline:
+            result = run_check(
+                loss_fn,
+                grad_fn,
+                point,
+                mode=mode.value,
+                method=method.value,
+                rtol=rtol,
+                atol=atol,
+                eps=eps,
+                rel_step=rel_step,
+                seed=seed,
+                max_evals=max_evals,
+                time_budget=time_budget,
+                n_probes=n_probes,
+                n_samples=n_samples,
+                executor=executor if executor > 1 else None,
+                # --verbose lists every wrong and inconclusive entry, in every report.
+                max_listed=None if verbose else MAX_LISTED_ENTRIES,
+            )
+    except KeyboardInterrupt:
+        if deadline.fired:
+            _fail(
+                f"the --time-budget of {time_budget:g} s ran out and a loss or gradient "
+                f"evaluation did not return within {deadline.grace:g} s more, before the check "
+                "had measured anything to report",
+                code=EXIT_INCONCLUSIVE,
+            )
+        _fail(
+            "interrupted before the check had measured anything to report", code=EXIT_INCONCLUSIVE
         )
-    except UserCodeError as error:
-        cause = error.__cause__
-        _fail(str(error), format_user_traceback(cause) if cause is not None else "")
+    except SystemExit as exc:  # the loss or gradient called sys.exit: it must not end gradproof
+        _fail(_exit_message(exc), format_user_traceback(exc))
     except GradproofError as error:
-        _fail(str(error))
-
-    context = {"target": target, "loss": loss, "grad": grad, "params": params}
-    from gradproof.report.json import to_json_text, write_json
+        cause = error.__cause__
+        if isinstance(error, UserCodeError):
+            message = str(error)
+            if isinstance(cause, SystemExit) and not message.startswith("your code called"):
+                message = _exit_message(cause, message)
+            detail = format_user_traceback(cause) if cause is not None else ""
+        else:
+            message, detail = _in_cli_words(str(error)), ""
+        partial = error.partial_result
+        if partial is not None:  # what was measured before the error is reported, not lost
+            try:
+                if json_out is not None:
+                    write_json(partial, json_out, extra=context)
+            except OSError as write_error:
+                message += f" (and the partial report could not be written: {write_error})"
+            _print_report(partial, context, as_json=as_json, verbose=verbose)
+            message += "; the report above covers what was measured before"
+        _fail(message, detail)
 
     figure_options: dict[str, Any] = {}
-    if sweep and (write_page or write_plots):
+    if sweep and not result.interrupted and (write_page or write_plots):
         figure_options = {"loss": loss_fn, "params": point, "entry": sweep_entry}
     try:
         if json_out is not None:
@@ -312,24 +605,16 @@ def check(
             format_user_traceback(cause) if cause is not None else "",
         )
     except GradproofError as error:  # e.g. --sweep-entry names no entry
-        _fail(str(error))
+        _fail(_in_cli_words(str(error)))
 
-    console = Console(highlight=False, soft_wrap=True)
-    if as_json:
-        typer.echo(to_json_text(result, extra=context), nl=False)
-    elif console.is_terminal:
-        from gradproof.report.rich import print_result
-
-        print_result(
-            result, Console(highlight=False), verbose=verbose, title=f"gradproof check {target}"
+    _print_report(result, context, as_json=as_json, verbose=verbose)
+    if deadline.fired:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"gradproof check: the --time-budget of {time_budget:g} s ran out while a loss or "
+            "gradient evaluation had not returned; it was interrupted, and the report covers "
+            "what was measured before",
+            markup=False,
         )
-    else:
-        from gradproof.report.text import _headline, render_result
-
-        typer.echo(render_result(result, verbose=verbose))
-        typer.echo("")
-        typer.echo(_headline(result))
-    sys.stdout.flush()
     verdict = result.verdict.value
     raise typer.Exit(
         code={"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[verdict]

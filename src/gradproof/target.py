@@ -6,14 +6,18 @@ parameter file or a function of the target that returns them.
 
 Parameter files are data, not code: ``.npz`` and ``.npy`` files are read with
 pickling disabled and ``.pt`` files with ``torch.load(..., weights_only=True)``,
-so a file that would need arbitrary objects unpickled is refused.
+so a file that would need arbitrary objects unpickled is refused. The header of
+every ``.npy`` array (alone or inside an ``.npz``) is read first, and a file
+that claims more than :data:`MAX_PARAM_FILE_BYTES` is refused before any
+memory is allocated for it.
 
 Errors are of two kinds. A target, name or file that cannot be used raises
 :class:`TargetError` (an :class:`~gradproof.errors.InputError`) whose message
 says what to fix. An exception raised by the user's own code, on import or in
 the parameter function, raises :class:`~gradproof.errors.UserCodeError` chained
 to the user's exception; :func:`format_user_traceback` shows its traceback
-without gradproof's frames.
+without gradproof's frames. A ``sys.exit()`` in the user's code is such an
+exception too: it never ends the caller's process (:func:`exit_call` words it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import math
 import os
 import pickle
 import sys
@@ -30,26 +35,38 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from gradproof.errors import InputError, UserCodeError
 
 __all__ = [
+    "MAX_PARAM_FILE_BYTES",
     "PARAM_FILE_SUFFIXES",
     "TargetError",
+    "exit_call",
     "format_user_traceback",
     "load_params",
     "load_target",
     "resolve_function",
+    "send_by_value",
 ]
 
 PARAM_FILE_SUFFIXES = (".npz", ".npy", ".pt", ".pth")
 """File suffixes that :func:`load_params` reads as parameter files."""
 
+MAX_PARAM_FILE_BYTES = 4 * 2**30
+"""The most memory (4 GiB) the arrays of one ``.npy`` or ``.npz`` file may claim.
+
+The claim is read from the arrays' headers, before anything is allocated, so
+a corrupt or hostile header (a shape of ``(10**12,)`` in a tiny file) is
+refused with a message instead of exhausting the machine's memory.
+"""
+
 _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 _counter = itertools.count()
+_FILE_MODULE_PREFIX = "_gradproof_target_"
 
 
 class TargetError(InputError):
@@ -115,6 +132,41 @@ def format_user_traceback(exception: BaseException) -> str:
     return "".join(formatted.format())
 
 
+def exit_call(exception: SystemExit) -> str:
+    """Write the ``sys.exit`` call that raised `exception`, as the user would have typed it.
+
+    Parameters
+    ----------
+    exception : SystemExit
+        The exception that ``sys.exit`` (or ``exit``, ``quit``) raised.
+
+    Returns
+    -------
+    str
+        ``"sys.exit()"`` without an argument, else ``"sys.exit(1)"``,
+        ``"sys.exit('bye')"``...
+
+    Examples
+    --------
+    >>> exit_call(SystemExit()), exit_call(SystemExit(0)), exit_call(SystemExit("bye"))
+    ('sys.exit()', 'sys.exit(0)', "sys.exit('bye')")
+    """
+    return "sys.exit()" if exception.code is None else f"sys.exit({exception.code!r})"
+
+
+def _import_failed(what: str, exception: BaseException) -> UserCodeError:
+    """Return the error for the user's code failing while `what` (a file or module) is imported."""
+    if isinstance(exception, SystemExit):
+        message = (
+            f"your code called {exit_call(exception)} while gradproof imported {what}; "
+            'put the script part of the file under `if __name__ == "__main__":` so that '
+            "importing it only defines the functions"
+        )
+    else:
+        message = f"importing {what} raised {type(exception).__name__}: {exception}"
+    return UserCodeError(message, function="import")
+
+
 def load_target(target: str) -> ModuleType:
     """Import the user's code: a Python file or an importable module.
 
@@ -135,8 +187,8 @@ def load_target(target: str) -> ModuleType:
     TargetError
         The file does not exist or the module cannot be found.
     UserCodeError
-        The user's code raised an exception while it was imported; the
-        exception is chained as ``__cause__``.
+        The user's code raised an exception, or called ``sys.exit``, while it
+        was imported; the exception is chained as ``__cause__``.
     """
     path = Path(target)
     if target.endswith(".py") or os.sep in target or "/" in target:
@@ -152,18 +204,14 @@ def load_target(target: str) -> ModuleType:
                     f"cannot find the module {target!r}: give a path to a .py file or the "
                     "name of an importable module"
                 ) from None
-            raise UserCodeError(
-                f"importing {target!r} raised {type(exc).__name__}: {exc}", function="import"
-            ) from exc
-        except Exception as exc:
-            raise UserCodeError(
-                f"importing {target!r} raised {type(exc).__name__}: {exc}", function="import"
-            ) from exc
+            raise _import_failed(repr(target), exc) from exc
+        except (Exception, SystemExit) as exc:
+            raise _import_failed(repr(target), exc) from exc
 
 
 def _import_file(path: Path) -> ModuleType:
     """Import a ``.py`` file under a fresh module name."""
-    name = f"_gradproof_target_{path.stem.replace('-', '_')}_{next(_counter)}"
+    name = f"{_FILE_MODULE_PREFIX}{path.stem.replace('-', '_')}_{next(_counter)}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise TargetError(f"cannot import {path}: not a Python source file")
@@ -172,12 +220,40 @@ def _import_file(path: Path) -> ModuleType:
     with _on_sys_path(str(path.parent)):
         try:
             spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:
-            del sys.modules[name]
-            raise UserCodeError(
-                f"importing {path.name} raised {type(exc).__name__}: {exc}", function="import"
-            ) from exc
+        except BaseException as exc:  # a Ctrl-C too leaves no half-imported module behind
+            sys.modules.pop(name, None)
+            if isinstance(exc, (Exception, SystemExit)):
+                raise _import_failed(path.name, exc) from exc
+            raise
     return module
+
+
+def send_by_value(module: ModuleType) -> bool:
+    """Let worker processes receive the functions of a target imported from a file.
+
+    A ``.py`` file is imported under a made-up module name that worker
+    processes cannot import, so its functions must travel by value: this
+    registers the module with cloudpickle, when it is installed. An importable
+    module needs nothing: workers import it by name.
+
+    Parameters
+    ----------
+    module : ModuleType
+        The user's module, from :func:`load_target`.
+
+    Returns
+    -------
+    bool
+        Whether the module's functions can reach worker processes.
+    """
+    if not module.__name__.startswith(_FILE_MODULE_PREFIX):
+        return True
+    try:
+        cloudpickle: Any = importlib.import_module("cloudpickle")
+    except ImportError:
+        return False
+    cloudpickle.register_pickle_by_value(module)
+    return True
 
 
 def _public_functions(module: ModuleType) -> list[str]:
@@ -212,16 +288,28 @@ def resolve_function(
     ------
     TargetError
         There is no such attribute, or it is not callable.
+    UserCodeError
+        Looking the name up ran the user's code (a module ``__getattr__``, a
+        property), which raised or called ``sys.exit``.
     """
     value: Any = module
     for part in name.split("."):
-        if not hasattr(value, part):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
             defined = ", ".join(_public_functions(module)) or "no public functions"
             raise TargetError(
                 f"the {role} function {name!r} is not defined in {_describe(module)} "
                 f"(it defines: {defined})"
+            ) from None
+        except (Exception, SystemExit) as exc:
+            doing = f"looking up the {role} function {name!r} in {_describe(module)}"
+            message = (
+                f"your code called {exit_call(exc)} while {doing}"
+                if isinstance(exc, SystemExit)
+                else f"{doing} raised {type(exc).__name__}: {exc}"
             )
-        value = getattr(value, part)
+            raise UserCodeError(message, function="import") from exc
     if not callable(value):
         raise TargetError(
             f"{name!r} in {_describe(module)} is a {type(value).__name__}, not a function; "
@@ -234,7 +322,7 @@ def _describe(module: ModuleType) -> str:
     file = getattr(module, "__file__", None)
     return (
         Path(file).name
-        if module.__name__.startswith("_gradproof_target_") and file
+        if module.__name__.startswith(_FILE_MODULE_PREFIX) and file
         else (module.__name__)
     )
 
@@ -261,10 +349,11 @@ def load_params(source: str, module: ModuleType) -> Any:
     Raises
     ------
     TargetError
-        The file is missing, unreadable, or holds pickled objects; or the
-        function does not exist.
+        The file is missing, unreadable, holds pickled objects or claims more
+        than :data:`MAX_PARAM_FILE_BYTES`; or the function does not exist.
     UserCodeError
-        The parameter function raised an exception (chained as ``__cause__``).
+        The parameter function raised an exception or called ``sys.exit``
+        (chained as ``__cause__``).
     """
     path = Path(source)
     suffix = path.suffix.lower()
@@ -287,6 +376,12 @@ def load_params(source: str, module: ModuleType) -> Any:
     function = resolve_function(module, source, role="parameter")
     try:
         return function()
+    except SystemExit as exc:
+        raise UserCodeError(
+            f"your code called {exit_call(exc)} in the parameter function {source!r}; it must "
+            "return the parameters",
+            function="params",
+        ) from exc
     except Exception as exc:
         raise UserCodeError(
             f"the parameter function {source!r} raised {type(exc).__name__}: {exc}",
@@ -300,9 +395,84 @@ _PICKLE_REFUSED = (
 )
 
 
+def _format_bytes(count: int) -> str:
+    """Write a byte count for people: ``"7.28 TiB"``."""
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{count} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _array_claim(stream: IO[bytes], label: str, how: str) -> tuple[str, int]:
+    """Read an ``.npy`` header; return what its array claims to be and its bytes.
+
+    Object arrays are refused. Only the header is read: nothing is allocated
+    for the array itself.
+    """
+    formats = np.lib.format
+    try:
+        version = formats.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = formats.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = formats.read_array_header_2_0(stream)
+        else:  # (3, 0): version 2 with a UTF-8 header; numpy has no public reader for it
+            read_header: Any = getattr(formats, "_read_array_header", None)
+            if read_header is None:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = read_header(stream, version)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise TargetError(f"cannot read {label}: not a valid .npy array header ({exc})") from None
+    if dtype.hasobject:
+        raise TargetError(_PICKLE_REFUSED.format(file=label, how=how))
+    shape = tuple(int(n) for n in shape)
+    return f"an array of shape {shape} and dtype {dtype}", math.prod(shape) * dtype.itemsize
+
+
+def _refuse_oversized(path: Path, how: str) -> None:
+    """Refuse a ``.npy``/``.npz`` file whose headers claim more than MAX_PARAM_FILE_BYTES."""
+    limit = MAX_PARAM_FILE_BYTES
+    fix = (
+        f"the file itself is {_format_bytes(path.stat().st_size)}: if its header is corrupt, "
+        "save the parameters again; if the arrays really are that large, return them from a "
+        "function of the target and pass its name to --params"
+    )
+    claims: list[tuple[str, str, int]] = []
+    try:
+        if path.suffix.lower() == ".npy":
+            with path.open("rb") as stream:
+                claims.append((path.name, *_array_claim(stream, path.name, how)))
+        else:
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.infolist():
+                    if not member.filename.endswith(".npy"):
+                        claims.append((member.filename, "a file", member.file_size))
+                        continue
+                    label = f"{path.name} (array {member.filename.removesuffix('.npy')!r})"
+                    with archive.open(member) as stream:
+                        claims.append((label, *_array_claim(stream, label, how)))
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise TargetError(f"cannot read {path.name}: {exc}") from None
+    for label, what, claim in claims:
+        if claim > limit:
+            raise TargetError(
+                f"{label} claims {what} ({_format_bytes(claim)}), more than the "
+                f"{_format_bytes(limit)} gradproof reads from a parameter file; {fix}"
+            )
+    total = sum(claim for _, _, claim in claims)
+    if total > limit:
+        raise TargetError(
+            f"the arrays of {path.name} claim {_format_bytes(total)} in all, more than the "
+            f"{_format_bytes(limit)} gradproof reads from a parameter file; {fix}"
+        )
+
+
 def _load_numpy(path: Path) -> Any:
-    """Read a ``.npz`` or ``.npy`` file with pickling disabled."""
+    """Read a ``.npz`` or ``.npy`` file with pickling disabled, its size checked first."""
     how = "np.savez(path, **arrays) with numeric arrays"
+    _refuse_oversized(path, how)
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
