@@ -710,7 +710,8 @@ def test_time_budget_stops_a_loss_that_hangs_at_once(exits):
     assert time.monotonic() - started < 1 + 2 + 6
     assert done.returncode == 3, done.stdout + done.stderr
     assert "--time-budget of 1 s ran out" in done.stderr
-    assert "before the check had measured anything to report" in done.stderr
+    # Interrupted in its set-up, the check still returns a result: nothing was measured.
+    assert "gradproof: INCONCLUSIVE: interrupted after 0 of" in done.stdout
 
 
 def test_ctrl_c_reports_what_was_measured_and_exits_3(exits):
@@ -720,7 +721,7 @@ def test_ctrl_c_reports_what_was_measured_and_exits_3(exits):
     assert "gradproof: INCONCLUSIVE: interrupted after" in result.stdout
     early = invoke(*check_args(exits, loss="ctrl_c_at_once"))
     assert early.exit_code == 3, early.output
-    assert "interrupted before the check had measured anything to report" in early.stderr
+    assert "gradproof: INCONCLUSIVE: interrupted after 0 of" in early.stdout
 
 
 @needs_setitimer

@@ -747,7 +747,9 @@ def _measure_noise(
     h = default_relative_step(working)  # the step the differences use (Note [Noise across steps])
 
     def along(t: float) -> float:
-        return evaluator(x0 + t * direction)
+        with np.errstate(over="ignore"):  # an overflowing point gives a non-finite loss
+            point = x0 + t * direction
+        return evaluator(point)
 
     try:
         estimate = measure_noise(along, base_step=h, n_points=NOISE_POINTS, dtype=working)
@@ -899,7 +901,8 @@ def _samples_in_budget(budget: int | None, spent: int, method: str) -> int:
 def _spacing(x0: FloatArray, sampling: list[tuple[slice, np.dtype[Any]]]) -> FloatArray:
     out = np.empty_like(x0)
     for span, dtype in sampling:
-        out[span] = np.spacing(np.abs(x0[span]).astype(dtype)).astype(np.float64)
+        with np.errstate(over="ignore"):  # the spacing of the largest float is infinite
+            out[span] = np.spacing(np.abs(x0[span]).astype(dtype)).astype(np.float64)
     return out
 
 

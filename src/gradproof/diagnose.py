@@ -273,6 +273,15 @@ def diagnose_parameter(
     >>> diagnose_parameter("W", a, n).summary
     'only these entries are wrong: W[1, 2]; every other entry is right'
     """
+    # Gradients near the float64 limit (a wrong entry of 1e300) overflow in the fits below;
+    # they then fit no pattern, which the tiers below handle.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _diagnose_parameter(name, analytic, numeric, wrong)
+
+
+def _diagnose_parameter(
+    name: str, analytic: FloatArray, numeric: FloatArray, wrong: BoolArray | None
+) -> Diagnosis:
     dtype = np.result_type(np.asarray(analytic), np.asarray(numeric))
     a_full = np.asarray(analytic, dtype=np.float64)
     n_full = np.asarray(numeric, dtype=np.float64)
