@@ -174,6 +174,6 @@ class Counted:
             fd = self._fds[os.getpid()] = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         if self.seconds:
             time.sleep(self.seconds)
-        value = self.fun(v)
+        value = float(self.fun(v))
         os.write(fd, b".")
         return value

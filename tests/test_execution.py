@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -339,7 +340,7 @@ def test_worker_error_comes_back_with_type_message_and_traceback(error, kind, me
     with ProcessEngine(2) as engine:
         result = engine.sample(RaiseWhenMoved(X, AT, error), X, COLUMNS)
         assert result.stop == "error" and type(result.error) is kind
-        assert str(result.error) == message
+        assert result.error is not None and str(result.error) == message
         expected = error() if callable(error) else error
         assert vars(result.error) == vars(expected)  # e.g. UserCodeError.function, .code
         assert "raise self.error" in str(result.error.__cause__)  # the worker's traceback
@@ -476,8 +477,8 @@ def test_pool_interrupt_keeps_the_evaluations_made(tmp_path, kind):
         assert kept >= 0.95 * made and result.n_evals == made
         m = result.measured
         np.testing.assert_array_equal(result.values[:, m], sample(sines, x, columns).values[:, m])
-        if pool is None:  # the workers stopped by themselves: the pool lives on
-            assert engine.remote_evals == made - 2 and engine._pool is not None
+        if isinstance(engine, ProcessEngine):  # the workers stopped by themselves
+            assert engine.remote_evals == made - 2 and engine._pool is not None  # still up
         # The stop flag is reset: the next call measures everything.
         assert_identical(engine.sample(sines, X, COLUMNS), sample(sines, X, COLUMNS))
     finally:
@@ -516,18 +517,19 @@ def test_interrupt_inside_a_worker_stops_the_sweep():
 # -- deadlines ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["serial", "processes", "threads"])
 def test_a_deadline_stops_the_sweep_and_keeps_what_it_measured(kind):
-    pool = ThreadPoolExecutor(2) if kind == "threads" else None
-    engine = {"serial": SerialEngine, "processes": lambda: ProcessEngine(2)}.get(
-        kind, lambda: ExecutorEngine(pool)
-    )()
-    with engine:
+    pool = ThreadPoolExecutor(2)
+    engines: dict[str, Callable[[], Engine]] = {
+        "serial": SerialEngine,
+        "processes": lambda: ProcessEngine(2),
+        "threads": lambda: ExecutorEngine(pool),
+    }
+    with engines[kind]() as engine:
         if kind == "processes":
             engine.sample(sines, X, COLUMNS)  # start the workers
         began = time.monotonic()
         result = engine.sample(slow_sines, X, COLUMNS, deadline=began + 0.3)
         elapsed = time.monotonic() - began
-    if pool is not None:
-        pool.shutdown()
+    pool.shutdown()
     assert result.stop == "deadline" and result.error is None
     assert 0.3 <= elapsed < 0.3 + 0.2  # at most a coordinate (30 ms) late, plus starting
     assert 0 < result.measured.sum() < N
