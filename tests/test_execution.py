@@ -364,12 +364,14 @@ def test_an_exception_of_a_class_workers_cannot_name_becomes_a_runtime_error():
     assert type(result.error) is RuntimeError and "LocalError: local boom" in str(result.error)
 
 
-def test_thread_error_is_the_original_object_and_stops_the_other_threads():
+def test_thread_error_is_the_original_object_and_stops_the_other_threads(tmp_path):
     error = user_code_error()
-    fun = Counted(RaiseWhenMoved(X, AT, error), os.devnull, seconds=0.002)
+    fun = Counted(RaiseWhenMoved(X, AT, error), str(tmp_path / "evaluations"), seconds=0.002)
     with ThreadPoolExecutor(2) as pool, ExecutorEngine(pool) as engine:
         result = engine.sample(fun, X, COLUMNS)
     assert result.stop == "error" and result.error is error
+    made = (tmp_path / "evaluations").stat().st_size
+    assert made == result.n_evals - 1 < len(COLUMNS) * (N - 1)  # the rest was never started
     assert not result.measured[AT] and result.measured[0]
     assert_partial(result)
 
@@ -531,7 +533,7 @@ def test_a_deadline_stops_the_sweep_and_keeps_what_it_measured(kind):
         elapsed = time.monotonic() - began
     pool.shutdown()
     assert result.stop == "deadline" and result.error is None
-    assert 0.3 <= elapsed < 0.3 + 0.2  # at most a coordinate (30 ms) late, plus starting
+    assert 0.3 <= elapsed < 0.3 + 0.5  # a coordinate (30 ms) late, plus a loaded machine
     assert 0 < result.measured.sum() < N
     assert result.n_evals == len(COLUMNS) * result.measured.sum()  # no coordinate half done
     assert_partial(result)
