@@ -7,6 +7,8 @@ the test module.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -99,3 +101,79 @@ class KeywordOnlyError(Exception):
 
 def raise_keyword_only_error(v: np.ndarray) -> float:
     raise KeywordOnlyError("needs its code", code=42)
+
+
+class RaiseWhenMoved:
+    """Raises `error` whenever coordinate `index` differs from `x` (in any process).
+
+    `error` is an exception, or a function that makes one (for an exception that pickle
+    cannot rebuild, which the loss cannot hold).
+    """
+
+    def __init__(self, x: np.ndarray, index: int, error) -> None:
+        self.x = x
+        self.index = index
+        self.error = error
+
+    def __call__(self, v: np.ndarray) -> float:
+        if v[self.index] != self.x[self.index]:
+            raise self.error() if callable(self.error) else self.error
+        return sines(v)
+
+
+def in_worker() -> bool:
+    """Whether this is a worker process (started by multiprocessing or a dask nanny)."""
+    return multiprocessing.parent_process() is not None
+
+
+class DieInWorker:
+    """Ends its worker process with exit code 3 (never the test's own process).
+
+    With a `marker` path, only the first time in any process: the file records that a
+    worker has died, so the retry succeeds.
+    """
+
+    def __init__(self, marker: str | None = None, seconds: float = 0.0) -> None:
+        self.marker = marker
+        self.seconds = seconds
+
+    def __call__(self, v: np.ndarray) -> float:
+        if self.seconds:
+            time.sleep(self.seconds)
+        if in_worker():
+            if self.marker is None:
+                os._exit(3)
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(3)
+        return sines(v)
+
+
+class Counted:
+    """Wraps a loss, appending one byte per evaluation to `path` from any process.
+
+    The file's size counts the evaluations made, including those of workers that were
+    stopped or killed before they could report.
+    """
+
+    def __init__(self, fun, path: str, seconds: float = 0.0) -> None:
+        self.fun = fun
+        self.path = path
+        self.seconds = seconds
+        self._fds: dict[int, int] = {}
+
+    def __getstate__(self):
+        return {"fun": self.fun, "path": self.path, "seconds": self.seconds, "_fds": {}}
+
+    def __call__(self, v: np.ndarray) -> float:
+        fd = self._fds.get(os.getpid())
+        if fd is None:
+            fd = self._fds[os.getpid()] = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        if self.seconds:
+            time.sleep(self.seconds)
+        value = float(self.fun(v))
+        os.write(fd, b".")
+        return value

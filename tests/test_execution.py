@@ -10,35 +10,34 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import pickle
+import subprocess
 import sys
+import textwrap
+import threading
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from gradproof.errors import InputError, UserCodeError
-from gradproof.execution import (
-    Engine,
-    ExecutorEngine,
-    ProcessEngine,
-    SerialEngine,
-    _split,
-    make_engine,
-)
+import gradproof.execution as execution
+from gradproof.errors import InputError, UserCodeError, WorkerLostError
+from gradproof.execution import Engine, ExecutorEngine, ProcessEngine, SerialEngine, make_engine
 from gradproof.finite_diff import Samples, sample
 from gradproof.progress import Progress
 from gradproof.tree import ParamTree
 from tests.helpers_execution import (
+    Counted,
+    DieInWorker,
     InterruptWhenMoved,
     KeywordOnlyError,
+    RaiseWhenMoved,
     RecordingRowWise,
     RowWise,
-    raise_keyword_only_error,
-    raise_user_code_error,
-    raise_value_error,
     sines,
     slow_sines,
 )
@@ -51,11 +50,35 @@ FUN = RowWise(RNG.normal(size=N))
 SUBSET = RNG.permutation(N)[:23]  # a strict subset, shuffled
 
 
+CALIBRATION = len(COLUMNS)  # a pooled engine first evaluates one coordinate in this process
+
+
+@pytest.fixture(autouse=True)
+def pools_always_pay_off(monkeypatch):
+    """Make pooled engines use their workers however small the sweep (and time one coordinate).
+
+    The tests of the small-work fallback restore the real thresholds.
+    """
+    monkeypatch.setattr(execution, "_POOL_START_SECONDS", 0.0)
+    monkeypatch.setattr(execution, "_DISPATCH_SECONDS", 0.0)
+    monkeypatch.setattr(execution, "_CALIBRATION_SECONDS", 0.0)
+
+
 def assert_identical(actual: Samples, expected: Samples) -> None:
     np.testing.assert_array_equal(actual.values, expected.values, strict=True)
     np.testing.assert_array_equal(actual.measured, expected.measured, strict=True)
     assert actual.n_evals == expected.n_evals
     assert actual.interrupted == expected.interrupted
+    assert actual.stop is None and actual.error is None
+
+
+def assert_partial(actual: Samples, fun=sines) -> None:
+    """Measured values are exact; the others are NaN."""
+    full = sample(fun, X, COLUMNS)
+    m = actual.measured
+    np.testing.assert_array_equal(actual.values[:, m], full.values[:, m])
+    assert np.isnan(actual.values[:, ~m]).all()
+    assert actual.interrupted
 
 
 # -- ParamTree.unflatten_batch ------------------------------------------------------------------
@@ -246,10 +269,8 @@ def test_pooled_batches_per_chunk_and_restore_them():
     batch_size = 5
     with ThreadPoolExecutor(2) as pool, ExecutorEngine(pool, batch_size=batch_size) as engine:
         result = engine.sample(fun, X, COLUMNS, indices=SUBSET)
-    chunks = _split(SUBSET, 2)
-    assert len(chunks) == 8  # four per worker
-    expected_calls = sum(math.ceil(len(COLUMNS) * len(c) / batch_size) for c in chunks)
-    assert len(fun.stacks) == expected_calls
+    # Chunks (at least four per worker) need not fill whole batches: some stacks are short.
+    assert len(fun.stacks) > math.ceil(len(COLUMNS) * SUBSET.size / batch_size)
     assert_rows_move_one_coordinate(fun.stacks, X, batch_size)
     assert_identical(result, sample(FUN, X, COLUMNS, indices=SUBSET))
 
@@ -259,45 +280,74 @@ def test_batch_of_the_wrong_shape_is_refused():
         def batch(self, vectors):
             return np.zeros(len(vectors) + 1)
 
-    with SerialEngine(batch_size=4) as engine, pytest.raises(InputError, match=r"shape \(5,\)"):
-        engine.sample(Bad(FUN.weights), X, COLUMNS)
+    with SerialEngine(batch_size=4) as engine:
+        result = engine.sample(Bad(FUN.weights), X, COLUMNS)
+    assert result.stop == "error" and isinstance(result.error, InputError)
+    assert "shape (5,)" in str(result.error) and not result.measured.any()
 
 
-# -- errors in workers --------------------------------------------------------------------------
+# -- errors of the loss: the sweep stops, keeps what it measured, returns the error --------------
 def test_user_code_error_survives_pickle():
     error = pickle.loads(pickle.dumps(UserCodeError("boom", function="grad")))
     assert type(error) is UserCodeError and str(error) == "boom" and error.function == "grad"
 
 
+AT = 25  # the failing coordinate: well inside the sweep, never the first (timed in this process)
+
+
+def user_code_error():
+    return UserCodeError("`loss` raised ValueError at a perturbed point: boom", function="loss")
+
+
+def test_serial_error_keeps_every_coordinate_before_it():
+    fun = RaiseWhenMoved(X, AT, user_code_error())
+    with SerialEngine() as engine:
+        result = engine.sample(fun, X, COLUMNS)
+    assert result.stop == "error" and type(result.error) is UserCodeError
+    assert result.error.function == "loss" and "boom" in str(result.error)
+    np.testing.assert_array_equal(result.measured, np.arange(N) < AT)
+    assert result.n_evals == len(COLUMNS) * AT + 1  # the failing evaluation counts
+    assert_partial(result)
+
+
+def test_serial_batched_error_keeps_the_batches_before_it():
+    class FailThirdBatch(RowWise):
+        calls = 0
+
+        def batch(self, vectors):
+            self.calls += 1
+            if self.calls == 3:
+                raise ValueError("third batch")
+            return super().batch(vectors)
+
+    with SerialEngine(batch_size=6) as engine:
+        result = engine.sample(FailThirdBatch(FUN.weights), X, COLUMNS)
+    assert result.stop == "error" and str(result.error) == "third batch"
+    np.testing.assert_array_equal(result.measured, np.arange(N) < 4)  # 12 evaluations
+    assert_partial(result, FUN)
+
+
 @pytest.mark.parametrize(
-    ("fun", "kind", "message"),
+    ("error", "kind", "message"),
     [
-        (
-            raise_user_code_error,
-            UserCodeError,
-            "`loss` raised ValueError at a perturbed point: boom",
-        ),
-        (raise_value_error, ValueError, "plain boom"),
+        (user_code_error(), UserCodeError, "`loss` raised ValueError at a perturbed point: boom"),
+        (ValueError("plain boom"), ValueError, "plain boom"),
+        (lambda: KeywordOnlyError("needs its code", code=42), KeywordOnlyError, "needs its code"),
     ],
-    ids=["UserCodeError", "ValueError"],
+    ids=["UserCodeError", "ValueError", "keyword-only"],
 )
-def test_worker_exception_re_raises_with_type_and_message(fun, kind, message):
+def test_worker_error_comes_back_with_type_message_and_traceback(error, kind, message):
     with ProcessEngine(2) as engine:
-        with pytest.raises(kind) as info:
-            engine.sample(fun, X, COLUMNS)
-        assert type(info.value) is kind and str(info.value) == message
-        if kind is UserCodeError:
-            assert info.value.function == "loss"
-        assert info.value.__cause__ is not None  # the worker's traceback, as text
-        # The engine recovers: a fresh pool answers the next call.
+        result = engine.sample(RaiseWhenMoved(X, AT, error), X, COLUMNS)
+        assert result.stop == "error" and type(result.error) is kind
+        assert result.error is not None and str(result.error) == message
+        expected = error() if callable(error) else error
+        assert vars(result.error) == vars(expected)  # e.g. UserCodeError.function, .code
+        assert "raise self.error" in str(result.error.__cause__)  # the worker's traceback
+        assert not result.measured[AT] and result.measured[0]
+        assert_partial(result)
+        # The engine goes on: the same pool answers the next call.
         assert_identical(engine.sample(sines, X, COLUMNS), sample(sines, X, COLUMNS))
-
-
-def test_an_exception_pickle_cannot_rebuild_keeps_its_type_message_and_state():
-    with ProcessEngine(2) as engine, pytest.raises(KeywordOnlyError) as info:
-        engine.sample(raise_keyword_only_error, X, COLUMNS)
-    assert str(info.value) == "needs its code" and info.value.code == 42
-    assert "raise KeywordOnlyError" in str(info.value.__cause__)  # the worker's traceback
 
 
 def test_an_exception_of_a_class_workers_cannot_name_becomes_a_runtime_error():
@@ -305,20 +355,46 @@ def test_an_exception_of_a_class_workers_cannot_name_becomes_a_runtime_error():
         pass
 
     def fun(v):
-        raise LocalError("local boom")
+        if v[AT] != X[AT]:
+            raise LocalError("local boom")
+        return sines(v)
 
-    with ProcessEngine(2) as engine, pytest.raises(RuntimeError, match="LocalError: local boom"):
-        engine.sample(fun, X, COLUMNS)
+    with ProcessEngine(2) as engine:
+        result = engine.sample(fun, X, COLUMNS)
+    assert type(result.error) is RuntimeError and "LocalError: local boom" in str(result.error)
 
 
-def test_thread_exception_is_the_original_object():
-    with (
-        ThreadPoolExecutor(2) as pool,
-        ExecutorEngine(pool) as engine,
-        pytest.raises(UserCodeError, match="boom") as info,
-    ):
-        engine.sample(raise_user_code_error, X, COLUMNS)
-    assert info.value.function == "loss"
+def test_thread_error_is_the_original_object_and_stops_the_other_threads(tmp_path):
+    error = user_code_error()
+    fun = Counted(RaiseWhenMoved(X, AT, error), str(tmp_path / "evaluations"), seconds=0.002)
+    with ThreadPoolExecutor(2) as pool, ExecutorEngine(pool) as engine:
+        result = engine.sample(fun, X, COLUMNS)
+    assert result.stop == "error" and result.error is error
+    made = (tmp_path / "evaluations").stat().st_size
+    assert made == result.n_evals - 1 < len(COLUMNS) * (N - 1)  # the rest was never started
+    assert not result.measured[AT] and result.measured[0]
+    assert_partial(result)
+
+
+# -- lost workers -------------------------------------------------------------------------------
+def test_a_worker_that_dies_once_is_replaced_and_its_chunk_retried(tmp_path):
+    fun = DieInWorker(str(tmp_path / "died"))
+    with ProcessEngine(2) as engine:
+        result = engine.sample(fun, X, COLUMNS)
+    assert (tmp_path / "died").exists()  # a worker did die
+    assert_identical(result, sample(sines, X, COLUMNS))
+
+
+def test_a_worker_that_dies_every_time_stops_with_worker_lost_error():
+    with ProcessEngine(2) as engine:
+        result = engine.sample(DieInWorker(), X, COLUMNS)
+        assert result.stop == "lost" and type(result.error) is WorkerLostError
+        message = str(result.error)
+        assert "died while evaluating the loss, twice (exit code 3)" in message
+        assert "executor=None" in message and "os._exit" in message
+        assert result.measured[0]  # the coordinate timed in this process is kept
+        assert_partial(result)
+        assert_identical(engine.sample(sines, X, COLUMNS), sample(sines, X, COLUMNS))
 
 
 # -- Ctrl-C -------------------------------------------------------------------------------------
@@ -339,14 +415,12 @@ def test_serial_interrupt_returns_what_was_measured():
     expected = sample(InterruptOnCall(sines, 50), X, COLUMNS, indices=SUBSET)
     with SerialEngine() as engine:
         actual = engine.sample(InterruptOnCall(sines, 50), X, COLUMNS, indices=SUBSET)
-    assert_identical(actual, expected)
-    assert actual.interrupted and actual.n_evals == 50
+    np.testing.assert_array_equal(actual.values, expected.values)
+    np.testing.assert_array_equal(actual.measured, expected.measured)
+    assert actual.interrupted and actual.stop == "interrupt" and actual.error is None
+    assert actual.n_evals == 50
     assert actual.measured.sum() == 49 // len(COLUMNS)  # 16 whole coordinates before call 50
-    full = sample(sines, X, COLUMNS)
-    np.testing.assert_array_equal(
-        actual.values[:, actual.measured], full.values[:, actual.measured]
-    )
-    assert np.isnan(actual.values[:, ~actual.measured]).all()
+    assert_partial(actual)
 
 
 def test_serial_batched_interrupt_keeps_whole_coordinates_and_restores_x():
@@ -362,63 +436,199 @@ def test_serial_batched_interrupt_keeps_whole_coordinates_and_restores_x():
     x = X.copy()
     with SerialEngine(batch_size=6) as engine:
         actual = engine.sample(InterruptThirdBatch(FUN.weights), x, COLUMNS, indices=SUBSET)
-    assert actual.interrupted and actual.n_evals == 18
+    assert actual.interrupted and actual.stop == "interrupt" and actual.n_evals == 18
     measured = np.zeros(N, dtype=bool)
     measured[SUBSET[:4]] = True  # two whole batches: 12 evaluations, 4 coordinates of 3
     np.testing.assert_array_equal(actual.measured, measured)
-    full = sample(FUN, X, COLUMNS)
-    np.testing.assert_array_equal(actual.values[:, measured], full.values[:, measured])
-    assert np.isnan(actual.values[:, ~measured]).all()
+    assert_partial(actual, FUN)
     np.testing.assert_array_equal(x, X)
 
 
-class InterruptingProgress(Progress):
-    """Ctrl-C pressed while the parent handles the first completed chunk."""
+class InterruptAfter(Progress):
+    """Ctrl-C pressed once, while the parent handles a chunk, after `after` evaluations."""
 
-    def __init__(self, total):
+    def __init__(self, total, after):
         super().__init__(total, enabled=False)
+        self.after = after
+        self.pressed = False
 
     def advance(self, n=1):
         super().advance(n)
-        raise KeyboardInterrupt
+        if self.done >= self.after and not self.pressed:
+            self.pressed = True
+            raise KeyboardInterrupt
 
 
-def assert_whole_chunks(measured, order, workers):
-    for chunk in _split(order, workers):
-        assert measured[chunk].all() or not measured[chunk].any()
-
-
-def test_process_pool_interrupt_returns_completed_chunks_and_closes_quickly():
-    order = np.arange(N)
-    expected = sample(sines, X, COLUMNS)
-    engine = ProcessEngine(2)
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_pool_interrupt_keeps_the_evaluations_made(tmp_path, kind):
+    counter = tmp_path / "evaluations"
+    fun = Counted(sines, str(counter), seconds=0.005)
+    x = RNG.normal(size=200)
+    columns = (x - 1e-3, x + 1e-3)
+    progress = InterruptAfter(400, after=120)
+    pool = ThreadPoolExecutor(2) if kind == "threads" else None
+    engine = ProcessEngine(2) if pool is None else ExecutorEngine(pool)
     try:
-        actual = engine.sample(slow_sines, X, COLUMNS, progress=InterruptingProgress(3 * N))
-        assert actual.interrupted
-        assert 0 < actual.measured.sum() < N
-        assert_whole_chunks(actual.measured, order, 2)
-        m = actual.measured
-        np.testing.assert_array_equal(actual.values[:, m], expected.values[:, m])
-        assert np.isnan(actual.values[:, ~m]).all()
-        assert actual.n_evals == len(COLUMNS) * m.sum() == engine.remote_evals
-        # The interrupted workers were stopped; a fresh pool serves the next call.
-        assert_identical(engine.sample(sines, X, COLUMNS), expected)
+        began = time.monotonic()
+        result = engine.sample(fun, x, columns, progress=progress)
+        assert time.monotonic() - began < 3  # the whole sweep would take 2 s on 2 workers
+        assert result.stop == "interrupt" and result.error is None
+        made = counter.stat().st_size
+        kept = 2 * int(result.measured.sum())
+        assert 120 <= made < 400
+        assert kept >= 0.95 * made and result.n_evals == made
+        m = result.measured
+        np.testing.assert_array_equal(result.values[:, m], sample(sines, x, columns).values[:, m])
+        if isinstance(engine, ProcessEngine):  # the workers stopped by themselves
+            assert engine.remote_evals == made - 2 and engine._pool is not None  # still up
+        # The stop flag is reset: the next call measures everything.
+        assert_identical(engine.sample(sines, X, COLUMNS), sample(sines, X, COLUMNS))
     finally:
         began = time.monotonic()
         engine.close()
         engine.close()  # idempotent
+        if pool is not None:
+            pool.shutdown()
     assert time.monotonic() - began < 5
+
+
+def test_sigint_during_a_pool_sweep_keeps_the_evaluations_made(tmp_path):
+    counter = tmp_path / "evaluations"
+    fun = Counted(sines, str(counter), seconds=0.005)
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), 2))  # SIGINT, as Ctrl-C sends it
+    with ProcessEngine(2) as engine:
+        engine.sample(sines, X, COLUMNS)  # start the workers before the clock runs
+        timer.start()
+        try:
+            result = engine.sample(fun, RNG.normal(size=400), tuple(np.ones((2, 400))))
+        finally:
+            timer.cancel()
+    made = counter.stat().st_size
+    assert result.stop == "interrupt" and 0 < made < 800
+    assert 2 * result.measured.sum() >= 0.95 * made
 
 
 def test_interrupt_inside_a_worker_stops_the_sweep():
     index = int(SUBSET[10])
     with ProcessEngine(2) as engine:
         actual = engine.sample(InterruptWhenMoved(X, index), X, COLUMNS, indices=SUBSET)
-    assert actual.interrupted and not actual.measured[index]
-    m = actual.measured
-    expected = sample(sines, X, COLUMNS)
-    np.testing.assert_array_equal(actual.values[:, m], expected.values[:, m])
-    assert np.isnan(actual.values[:, ~m]).all()
+    assert actual.stop == "interrupt" and not actual.measured[index]
+    assert_partial(actual)
+
+
+# -- deadlines ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["serial", "processes", "threads"])
+def test_a_deadline_stops_the_sweep_and_keeps_what_it_measured(kind):
+    pool = ThreadPoolExecutor(2)
+    engines: dict[str, Callable[[], Engine]] = {
+        "serial": SerialEngine,
+        "processes": lambda: ProcessEngine(2),
+        "threads": lambda: ExecutorEngine(pool),
+    }
+    with engines[kind]() as engine:
+        if kind == "processes":
+            engine.sample(sines, X, COLUMNS)  # start the workers
+        began = time.monotonic()
+        result = engine.sample(slow_sines, X, COLUMNS, deadline=began + 0.3)
+        elapsed = time.monotonic() - began
+    pool.shutdown()
+    assert result.stop == "deadline" and result.error is None
+    assert 0.3 <= elapsed < 0.3 + 0.5  # a coordinate (30 ms) late, plus a loaded machine
+    assert 0 < result.measured.sum() < N
+    assert result.n_evals == len(COLUMNS) * result.measured.sum()  # no coordinate half done
+    assert_partial(result)
+
+
+def test_a_deadline_in_the_past_measures_nothing():
+    for engine in (SerialEngine(), ProcessEngine(2)):
+        with engine:
+            result = engine.sample(sines, X, COLUMNS, deadline=time.monotonic() - 1)
+        assert result.stop == "deadline" and result.n_evals == 0 and not result.measured.any()
+
+
+# -- when workers do not pay off ----------------------------------------------------------------
+def test_a_small_sweep_runs_serially_and_says_why(monkeypatch):
+    monkeypatch.setattr(execution, "_POOL_START_SECONDS", 0.5)
+    monkeypatch.setattr(execution, "_CALIBRATION_SECONDS", 0.02)
+    with ProcessEngine(2) as engine:
+        result = engine.sample(FUN, X, COLUMNS)
+        assert_identical(result, sample(FUN, X, COLUMNS))
+        assert engine.remote_evals == 0 and engine._pool is None  # no worker started
+        [note] = engine.notes
+        assert note.startswith("The 2 worker processes were not used for a small sweep")
+        assert "less than starting to use the workers costs (about 0.5 s)" in note
+        engine.sample(FUN, X, COLUMNS)
+        assert len(engine.notes) == 1  # said once
+
+
+def test_a_long_sweep_uses_the_workers(monkeypatch):
+    monkeypatch.setattr(execution, "_POOL_START_SECONDS", 0.1)
+    monkeypatch.setattr(execution, "_CALIBRATION_SECONDS", 0.02)
+    with ProcessEngine(2) as engine:
+        result = engine.sample(slow_sines, X, COLUMNS)  # 1.2 s in this process
+        assert engine.remote_evals > 0 and not engine.notes
+    assert_identical(result, sample(sines, X, COLUMNS))
+
+
+SCRIPT = """\
+import numpy as np
+import gradproof.execution as execution
+from gradproof.execution import ProcessEngine
+
+execution._POOL_START_SECONDS = execution._CALIBRATION_SECONDS = 0.0
+
+
+def loss(v):
+    return float(np.sum(np.sin(v)))
+
+
+def run():
+    x = np.linspace(0.0, 1.0, 30)
+    with ProcessEngine(2) as engine:
+        result = engine.sample(loss, x, (x - 1e-3, x + 1e-3))
+    print("measured", int(result.measured.sum()), "remote", engine.remote_evals)
+    print("notes", engine.notes)
+
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["no-guard", "guard"])
+def test_a_script_without_a_main_guard_runs_serially(tmp_path, guarded):
+    script = tmp_path / "script.py"
+    call = 'if __name__ == "__main__":\n    run()\n' if guarded else "run()\n"
+    script.write_text(SCRIPT + call)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "measured 30" in done.stdout
+    if guarded:
+        assert "remote 58" in done.stdout and "notes []" in done.stdout  # 1 coordinate here
+    else:
+        assert "remote 0" in done.stdout
+        line = len(SCRIPT.splitlines()) + 1
+        assert f"calls gradproof at its top level (line {line}) without an" in done.stdout
+        assert "Put the call under such a guard to use worker processes." in done.stdout
+
+
+def test_guarded_lines_finds_main_blocks(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            x = 1
+            if __name__ == "__main__":
+                y = 2
+                z = 3
+            if '__main__' == __name__:
+                w = 4
+            if __name__ != "__main__":
+                v = 5
+            """
+        )
+    )
+    assert execution._guarded_lines(str(path)) == ((3, 4), (6, 6))
 
 
 # -- counting -----------------------------------------------------------------------------------
@@ -428,9 +638,10 @@ def test_progress_and_remote_evals_count_every_evaluation(remote):
     with ProcessEngine(2) if remote else SerialEngine() as engine:
         result = engine.sample(FUN, X, COLUMNS, indices=SUBSET, progress=progress)
         assert result.n_evals == progress.done == progress.total == len(COLUMNS) * SUBSET.size
-        assert engine.remote_evals == (result.n_evals if remote else 0)
+        first = result.n_evals - CALIBRATION
+        assert engine.remote_evals == (first if remote else 0)
         engine.sample(FUN, X, COLUMNS, indices=SUBSET[:5])
-        assert engine.remote_evals == (result.n_evals + 15 if remote else 0)
+        assert engine.remote_evals == (first + 15 - CALIBRATION if remote else 0)
 
 
 def test_threads_share_the_function_so_nothing_is_remote():
@@ -514,19 +725,22 @@ def test_dask_matches_serial_sample(dask_executor, batch_size):
         assert engine.description.startswith("ClientExecutor (dask)")
         assert engine.workers == 2
         actual = engine.sample(FUN, X, COLUMNS, indices=SUBSET, progress=progress)
-        assert engine.remote_evals == actual.n_evals == progress.done
+        calibration = CALIBRATION if batch_size is None else 12  # whole batches: 4 coordinates
+        assert engine.remote_evals == actual.n_evals - calibration
+        assert actual.n_evals == progress.done
         assert_identical(actual, sample(FUN, X, COLUMNS, indices=SUBSET))
         closure = lambda v: float(np.sum(np.tanh(v) * FUN.weights))  # noqa: E731
         assert_identical(engine.sample(closure, X, COLUMNS), sample(closure, X, COLUMNS))
 
 
-def test_dask_re_raises_user_code_error(dask_executor):
-    with (
-        ExecutorEngine(dask_executor) as engine,
-        pytest.raises(UserCodeError, match="at a perturbed point: boom") as info,
-    ):
-        engine.sample(raise_user_code_error, X, COLUMNS)
-    assert info.value.function == "loss"
+def test_dask_returns_the_user_code_error_with_what_it_measured(dask_executor):
+    with ExecutorEngine(dask_executor) as engine:
+        result = engine.sample(RaiseWhenMoved(X, AT, user_code_error()), X, COLUMNS)
+    assert result.stop == "error" and type(result.error) is UserCodeError
+    assert result.error.function == "loss" and "at a perturbed point: boom" in str(result.error)
+    assert "raise self.error" in str(result.error.__cause__)
+    assert result.measured[0] and not result.measured[AT]
+    assert_partial(result)
 
 
 @pytest.mark.parametrize("mode", ["full", "directional"])
