@@ -10,6 +10,7 @@ import dataclasses
 import json
 import random
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,14 +244,16 @@ def test_time_budget_is_a_wall_clock_deadline_that_returns_a_partial_result():
 
     started = time.monotonic()
     result = check(slow, lambda p: 2 * p, np.ones(2_000), mode="full", time_budget=0.5)
-    assert time.monotonic() - started < 0.5 + 0.5
+    # The whole sweep would take 8 s; the check returns at its deadline (slack for a busy CI).
+    assert time.monotonic() - started < 4.0
     assert result.stop_reason == "deadline" and result.interrupted
     assert 0 < result.n_checked < 2_000 and result["params"].n_failed == 0
 
 
 # -- the caller's world is left as found -----------------------------------------------------------
 def _rng_states():
-    return random.getstate(), np.random.get_state()[1].tobytes()  # noqa: NPY002
+    legacy: Any = np.random.get_state()  # noqa: NPY002 - the global generator is the point
+    return random.getstate(), legacy[1].tobytes(), legacy[2:]
 
 
 @pytest.mark.parametrize("case", ["pass", "fail", "error", "interrupt"])
@@ -342,7 +345,7 @@ def test_a_torch_backward_that_returns_inf_is_wrong():
     torch = pytest.importorskip("torch")
     from gradproof.torch import check_function
 
-    class Square(torch.autograd.Function):
+    class Square(torch.autograd.Function):  # type: ignore[name-defined, misc]
         @staticmethod
         def forward(ctx, x):
             ctx.save_for_backward(x)

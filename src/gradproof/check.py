@@ -47,7 +47,7 @@ from gradproof.compare import relative_difference
 from gradproof.context import Context, StopState
 from gradproof.diagnose import Diagnosis, diagnose_parameter, diagnose_probes, diagnose_swaps
 from gradproof.directional import DirectionalOutcome, check_directional
-from gradproof.errors import InputError, UserCodeError
+from gradproof.errors import GradproofError, InputError, UserCodeError
 from gradproof.evaluation import LossEvaluator, analytic_gradient
 from gradproof.execution import Engine, make_engine
 from gradproof.noise import NoiseEstimate, measure_noise, precision_notes
@@ -335,11 +335,17 @@ def check(
         finally:
             if run.owns_engine:
                 ctx.engine.close()
-        run.notes.extend(getattr(ctx.engine, "notes", ()))
+        engine_notes = list(getattr(ctx.engine, "notes", ()))
+        run.notes.extend(engine_notes)
+        if any(
+            note.startswith(f"The {run.engine_description} were not used") for note in engine_notes
+        ):
+            run.engine_description = f"serial: the {run.engine_description} were not used"
         result = run.result(started)
     error = run.stop.error
     if error is not None:
-        error.partial_result = result
+        if isinstance(error, GradproofError):
+            error.partial_result = result
         raise error
     return result
 

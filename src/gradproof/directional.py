@@ -453,8 +453,9 @@ def _unexplained_share(ctx: Context, top: _Known, outcome: DirectionalOutcome) -
     probe = top.probe
     wrong = _wrong_in(outcome, probe)
     weights = probe_weights(probe, ctx.x0, ctx.probe_seed)[wrong - probe.start]
-    explained = float(((entries.analytic[wrong] - entries.numeric[wrong]) * weights).sum())
-    slack = float((np.abs(weights) * entries.tolerance()[wrong]).sum())
+    with np.errstate(over="ignore", invalid="ignore"):  # entries near the float64 limit
+        explained = float(((entries.analytic[wrong] - entries.numeric[wrong]) * weights).sum())
+        slack = float((np.abs(weights) * entries.tolerance()[wrong]).sum())
     discrepancy = top.analytic - top.numeric
     allowance = ctx.atol + float(ctx.rtol[probe.start]) * abs(top.analytic) + top.error_bar
     # Nothing found: the probe failed at a kink along it (the entries are inconclusive), and

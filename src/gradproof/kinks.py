@@ -27,7 +27,9 @@ Note [Kink test]
     its gap stands well above the gap's own round-off: the gap alone tells a
     smooth loss (it shrinks) from a kink (it stays), even where the central
     difference is too noisy to judge the derivative. Without that evidence a
-    large gap would be taken for a kink.
+    large gap would be taken for a kink. One such level whose gap keeps three
+    quarters of its size settles a kink (two evaluations); a smooth loss needs
+    the usual two shrinks.
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ def resolve_entries(
     shrinks = np.zeros(n, dtype=np.int8)  # consecutive smooth-looking shrinks of each gap
     gap_only = np.zeros(n, dtype=np.int8)  # levels taken only to watch the gap
     measured_derivative = np.zeros(n, dtype=bool)  # some level had room for the derivative
+    stayed = np.zeros(n, dtype=bool)  # a gap-only level found the gap unshrunk: a kink
     first = level
     for _ in range(MAX_LEVELS):
         h = h / SHRINK
@@ -203,6 +206,7 @@ def resolve_entries(
                 (np.abs(level.gap[active]) > 16 * noise[active] / h[active])
                 & (gap_only[active] < SMOOTH_SHRINKS)
                 & ~measured_derivative[active]
+                & ~stayed[active]
             )
         gap_only[active[gap_room & ~room]] += 1
         measured_derivative[active[room]] = True
@@ -219,6 +223,11 @@ def resolve_entries(
         shrinking = shrinking[samples.measured[shrinking]]
         current = _level(x, f0, new_plus, new_minus, samples.values[0], samples.values[1], noise)
         looks_smooth = _shrinks_like_smooth(level, current, noise, shrinking)
+        # A gap that kept three quarters of its size over a gap-only level is a kink's: one
+        # such level settles it (a smooth gap would have shrunk to a quarter).
+        with np.errstate(invalid="ignore"):
+            kept = np.abs(current.gap[shrinking]) > 0.75 * np.abs(level.gap[shrinking])
+        stayed[shrinking] |= kept & ~measured_derivative[shrinking]
         shrinks[shrinking] = np.where(looks_smooth, shrinks[shrinking] + 1, 0)
         smooth = shrinks[shrinking] >= SMOOTH_SHRINKS
         done = shrinking[smooth]

@@ -180,11 +180,11 @@ class ParamTree:
                 )
             depth += 1
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                fields = _dataclass_fields(value, name)
+                names = _dataclass_fields(value, name)
                 children = tuple(
-                    visit(getattr(value, f), _child_name(name, f), depth) for f in fields
+                    visit(getattr(value, f), _child_name(name, f), depth) for f in names
                 )
-                return ("dataclass", type(value), fields, children)
+                return ("dataclass", type(value), names, children)
             if isinstance(value, Mapping):
                 keys = tuple(value.keys())
                 children = tuple(visit(value[k], _child_name(name, k), depth) for k in keys)
