@@ -13,30 +13,38 @@ for each cell), and a dask ``LocalCluster`` of 2 worker processes. Faults:
 - ``Ctrl-C``: SIGINT reaches this process when half the evaluations are reported;
 - ``deadline``: the sweep must stop 1.5 s after it starts.
 
-Each cell prints its outcome (``survived``: every coordinate measured; ``stop=...``: a
-partial :class:`~gradproof.finite_diff.Samples` with its error; ``RAW ...``: an exception
-escaped the engine, which must never happen), the evaluations kept (in coordinates with all
-their values) over those made (every process appends a byte to a counter file per
-evaluation, also the workers that are stopped or killed), whether the kept values are
+A second table runs the same faults through ``gradproof.check`` (``mode="full"``, no noise
+measurement, ``time_budget=1.5`` for the deadline, SIGINT after 1 s for Ctrl-C): every cell
+must end in a result or a gradproof error that carries the partial result, and the entries it
+reports as checked are counted as kept.
+
+Each cell of the first table prints its outcome (``survived``: every coordinate measured;
+``stop=...``: a partial :class:`~gradproof.finite_diff.Samples` with its error; ``RAW ...``:
+an exception escaped the engine, which must never happen), the evaluations kept (in
+coordinates with all their values) over those made (every process appends a byte to a counter
+file per evaluation, also the workers that are stopped or killed), whether the kept values are
 bit-for-bit those of :func:`gradproof.finite_diff.sample`, and the time. A worker that dies
 cannot be simulated in this process (the loss would end it): those cells read ``n/a``.
 Dask retries a task that killed its worker itself (``distributed.scheduler.allowed-failures``,
 3 by default) before it reports ``KilledWorker``, which the engine then retries once more.
 
-It takes about a minute on 2 cores.
+It takes about two minutes on 2 cores.
 
 Run:  python benchmarks/reliability.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,10 +156,45 @@ def run_cell(engine: Engine, fault: str, folder: Path, reference: np.ndarray) ->
     return [outcome, share, "yes" if exact else "NO", f"{elapsed:.1f}"]
 
 
+def run_check_cell(executor: object, fault: str, folder: Path) -> list[str]:
+    """Run ``gradproof.check`` with `fault`: a result or a gradproof error, never a raw one."""
+    import threading
+
+    import gradproof
+
+    counter, marker = folder / f"check-{id(executor)}-{fault}.count", folder / f"check-{fault}"
+    fun = Loss(fault, str(counter), str(marker))
+    options: dict[str, Any] = {"mode": "full", "noise": False, "executor": executor}
+    if fault == "deadline":
+        options["time_budget"] = 1.5
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    if fault == "Ctrl-C":
+        timer.start()
+    began = time.monotonic()
+    try:
+        result = gradproof.check(fun, np.cos(X) * WEIGHTS, X, **options)
+        outcome = "result" + ("" if result.stop_reason is None else f", stop={result.stop_reason}")
+    except gradproof.GradproofError as error:
+        result = error.partial_result
+        outcome = f"{type(error).__name__}, with its partial result"
+        if result is None:
+            outcome = f"{type(error).__name__}, nothing measured"
+    except BaseException as exc:  # never expected
+        return [f"RAW {type(exc).__name__}: {exc}"[:60], "-", f"{time.monotonic() - began:.1f}"]
+    finally:
+        timer.cancel()
+    elapsed = time.monotonic() - began
+    made = counter.stat().st_size if counter.exists() else 0
+    # The check's own evaluations of the point (three) and its re-measurements count as made;
+    # kept are the two evaluations of every entry the result reports as checked.
+    kept = 0 if result is None else len(COLUMNS) * result.n_checked
+    share = f"{kept:,} / {made:,} ({kept / made:.1%})" if made else "0 / 0"
+    wrong = "" if result is None or result.verdict.value != "fail" else " FALSE ALARM"
+    return [outcome + wrong, share, f"{elapsed:.1f}"]
+
+
 def main() -> None:
     """Run the matrix and print it as a markdown table."""
-    from dask.distributed import Client, LocalCluster
-
     reference = sample(value, X, COLUMNS).values
     rows = []
     with tempfile.TemporaryDirectory() as name:
@@ -167,24 +210,55 @@ def main() -> None:
             with ProcessEngine(2) as engine:
                 rows.append(["2 processes", fault, *run_cell(engine, fault, folder, reference)])
             print(" | ".join(rows[-1]), flush=True)
-        with (
-            LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.CRITICAL,  # the nannies' warnings as workers die
-            ) as cluster,
-            Client(cluster) as client,  # type: ignore[no-untyped-call]
-        ):
+        check_rows = []
+        for engine_name, executor in (("serial", None), ("2 processes", 2)):
             for fault in FAULTS:
-                with ExecutorEngine(client.get_executor()) as engine:
-                    row = ["dask, 2 processes", fault, *run_cell(engine, fault, folder, reference)]
-                rows.append(row)
-                print(" | ".join(rows[-1]), flush=True)
-                client.wait_for_workers(2, timeout=30)  # after deaths: let the nannies restart
+                if engine_name == "serial" and fault.startswith("dies"):
+                    check_rows.append([engine_name, fault, "n/a (no workers)", "-", "-"])
+                else:
+                    check_rows.append(
+                        [engine_name, fault, *run_check_cell(executor, fault, folder)]
+                    )
+                print(" | ".join(check_rows[-1]), flush=True)
+        # A fresh cluster for every cell: after repeated deaths a LocalCluster's nannies may
+        # stop restarting workers, which would leave the next cell without any.
+        for fault in FAULTS:
+            with _dask_client() as client, ExecutorEngine(client.get_executor()) as engine:
+                row = ["dask, 2 processes", fault, *run_cell(engine, fault, folder, reference)]
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+        for fault in FAULTS:
+            with _dask_client() as client:
+                executor = client.get_executor()
+                row = ["dask, 2 processes", fault, *run_check_cell(executor, fault, folder)]
+            check_rows.append(row)
+            print(" | ".join(row), flush=True)
+    _print_table(
+        ["engine", "fault", "outcome", "evaluations kept / made", "values exact", "s"], rows
+    )
+    _print_table(["engine", "fault", "gradproof.check", "evaluations kept / made", "s"], check_rows)
+
+
+@contextlib.contextmanager
+def _dask_client() -> Iterator[Any]:
+    """Yield a dask client of a new ``LocalCluster`` of 2 single-threaded worker processes."""
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,  # the nannies' warnings as workers die
+        ) as cluster,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
+    ):
+        yield client
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
     print()
-    header = ["engine", "fault", "outcome", "evaluations kept / made", "values exact", "s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -390,11 +390,36 @@ def test_a_worker_that_dies_every_time_stops_with_worker_lost_error():
         result = engine.sample(DieInWorker(), X, COLUMNS)
         assert result.stop == "lost" and type(result.error) is WorkerLostError
         message = str(result.error)
-        assert "died while evaluating the loss, twice (exit code 3)" in message
+        assert "died or stopped answering while evaluating the loss, twice" in message
+        assert "(exit code 3)" in message
         assert "executor=None" in message and "os._exit" in message
         assert result.measured[0]  # the coordinate timed in this process is kept
         assert_partial(result)
         assert_identical(engine.sample(sines, X, COLUMNS), sample(sines, X, COLUMNS))
+
+
+class SilentExecutor(Executor):
+    """A cluster whose workers are all gone: tasks are accepted and never answered."""
+
+    def __init__(self):
+        self.submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+        return Future()  # never completes
+
+
+def test_tasks_that_never_answer_are_lost_twice_then_worker_lost_error(monkeypatch):
+    monkeypatch.setattr(execution, "_STALL_SECONDS", 0.2)
+    monkeypatch.setattr(execution, "_TASK_SECONDS", 0.001)  # so that 0.2 s is the stall
+    silent = SilentExecutor()
+    with ExecutorEngine(silent, workers=2) as engine:
+        result = engine.sample(sines, X, COLUMNS)
+    assert result.stop == "lost" and type(result.error) is WorkerLostError
+    assert "twice (TimeoutError: no task completed for 0.2 s)" in str(result.error)
+    # The first window of tasks, then each of them retried in pieces: never a hang.
+    assert silent.submitted > 4
+    assert_partial(result)
 
 
 # -- Ctrl-C -------------------------------------------------------------------------------------

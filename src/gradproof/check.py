@@ -335,11 +335,8 @@ def check(
         finally:
             if run.owns_engine:
                 ctx.engine.close()
-        engine_notes = list(getattr(ctx.engine, "notes", ()))
-        run.notes.extend(engine_notes)
-        if any(
-            note.startswith(f"The {run.engine_description} were not used") for note in engine_notes
-        ):
+        run.notes.extend(ctx.engine.notes)
+        if ctx.engine.notes and not ctx.engine.worker_evals:  # a pool that ran nothing
             run.engine_description = f"serial: the {run.engine_description} were not used"
         result = run.result(started)
     error = run.stop.error
@@ -384,7 +381,8 @@ class _Run:
         self.estimate: NoiseEstimate | None = None
         self.engine_description = "serial"
         self.owns_engine = False
-        self.budget: int | None = None
+        self.budget: int | None = None  # for planning: max_evals, or what time_budget buys
+        self.max_evals: int | None = None  # the caller's hard cap
         self.mode = "full"
         self.n_evals = 0
         self.entries: Entries | None = None
@@ -395,7 +393,7 @@ class _Run:
         entries = self.entries or unchecked_entries(self.analytic, self.rtols, self.atol)
         if self.stop.reason is not None:
             entries.interrupted = True
-            self.notes.append(_stop_note(self.stop.reason, self.budget, entries, self.mode))
+            self.notes.append(_stop_note(self.stop.reason, self.max_evals, entries, self.mode))
         reports = _param_reports(self.tree, entries, self.mode, self.outcome, self.max_listed)
         judged = (entries.codes == PASS) | (entries.codes == FAIL)
         return CheckResult(
@@ -451,7 +449,7 @@ def _set_up(
     `run` as soon as it is known, so that Ctrl-C here still gives a result.
     """
     tree, x0, method, seed = run.tree, run.x0, run.method, run.seed
-    run.eps, run.rel_step, run.atol = eps, rel_step, atol
+    run.eps, run.rel_step, run.atol, run.max_evals = eps, rel_step, atol, max_evals
     run.order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
     evaluator = LossEvaluator(loss, tree, seed)
     try:
@@ -563,7 +561,9 @@ def _set_up(
             describe=describe,
             set_up_evals=evaluator.n_calls,
             roundoff=ROUNDOFF_FACTOR * machine_eps,
-            max_evals=budget,
+            # A hard cap only when the caller set one: the budget that `time_budget` buys is
+            # an estimate for planning; the time budget itself is the deadline.
+            max_evals=max_evals,
             deadline=deadline,
             stop=run.stop,
         )
@@ -595,7 +595,7 @@ def _measure(run: _Run, ctx: Context, chosen: str, *, n_probes: int, n_samples: 
                 patched[non_finite] = np.nan_to_num(known.numeric[non_finite])
                 probed = dataclasses.replace(ctx, analytic=patched)
             run.outcome = check_directional(
-                probed, n_probes=n_probes, localise=True, max_evals=ctx.max_evals
+                probed, n_probes=n_probes, localise=True, max_evals=run.budget
             )
             entries = run.outcome.entries or unchecked_entries(ctx.analytic, ctx.rtol, ctx.atol)
             entries.interrupted = run.outcome.interrupted
@@ -603,7 +603,7 @@ def _measure(run: _Run, ctx: Context, chosen: str, *, n_probes: int, n_samples: 
                 entries = _merged(entries, known, non_finite, ctx.analytic)
             run.notes.extend(run.outcome.notes)
         elif chosen == "sampled":
-            count = n_samples or _samples_in_budget(ctx.max_evals, ctx.n_evals, ctx.method)
+            count = n_samples or _samples_in_budget(run.budget, ctx.n_evals, ctx.method)
             indices = np.union1d(sample_indices(ctx.tree, count, ctx.probe_seed), non_finite)
             entries = ctx.judge_entries(indices)
         else:

@@ -62,11 +62,14 @@ Note [Lost workers]
     A worker process that dies (``os._exit``, a crash in native code, the
     out-of-memory killer) takes its chunk with it; a process pool then fails
     every chunk it holds, and a dask cluster fails the task with
-    ``KilledWorker``. Each lost chunk is submitted once more (to a fresh pool
-    for a process pool): a one-off death costs only the repeated work. A
-    chunk lost twice stops the sweep with a
-    :class:`~gradproof.errors.WorkerLostError`, which says how to see the
-    cause: evaluate in this process.
+    ``KilledWorker``. Tasks of which none completes for a long time
+    (:data:`_STALL_SECONDS`: a cluster with no live worker, a loss hung in a
+    worker) count as lost too. Each lost chunk is submitted once more (to a
+    fresh pool for a process pool), split into :data:`_RETRY_PIECES` pieces:
+    a one-off death costs only the repeated work, and when the fault comes
+    back, the pieces without it still return whole. A chunk lost twice stops
+    the sweep with a :class:`~gradproof.errors.WorkerLostError`, which says
+    how to see the cause: evaluate in this process.
 
 Note [Unguarded scripts]
     The 'spawn' and 'forkserver' start methods start each worker by running
@@ -139,6 +142,12 @@ _POOL_START_SECONDS = 0.5
 _DISPATCH_SECONDS = 0.05
 """Work below this (in this process's time) runs serially even when workers are ready."""
 
+_RETRY_PIECES = 4
+"""A chunk lost with its worker is retried in this many pieces (Note [Lost workers])."""
+
+_STALL_SECONDS = 60.0
+"""With tasks pending, no answer for this long (or 50 tasks' time, if longer) loses them."""
+
 _GRACE_SECONDS = 1.0
 """The least time running tasks get to return what they measured after a stop."""
 
@@ -157,6 +166,10 @@ class Engine(abc.ABC):
         Evaluations made outside the calling process, by copies of the
         function: counters kept by the function itself do not see them.
         0 for a serial engine.
+    worker_evals : int
+        Evaluations made by the workers (processes, threads or a cluster's),
+        as opposed to this thread; 0 for a serial engine, or for a pooled one
+        that evaluated everything in this process (see `notes`).
     notes : list of str
         What the user should know about how the evaluations ran, e.g. that a
         pooled engine evaluated in this process because the work was too
@@ -168,10 +181,12 @@ class Engine(abc.ABC):
     """
 
     remote_evals: int
+    worker_evals: int
     notes: list[str]
 
     def __init__(self) -> None:
         self.remote_evals = 0
+        self.worker_evals = 0
         self.notes = []
 
     @abc.abstractmethod
@@ -355,10 +370,11 @@ class _PoolEngine(Engine):
 
     def _lost_message(self, what: str) -> str:
         return (
-            f"A worker of {self.description} died while evaluating the loss, twice ({what}); "
-            "its chunk of coordinates was retried once and lost again. The loss may call "
-            "os._exit, crash in native code or run out of memory: run with executor=None to "
-            "see its error in this process."
+            f"A worker of {self.description} died or stopped answering while evaluating the "
+            f"loss, twice ({what}): its chunk of coordinates was retried once and lost again. "
+            "The loss may call os._exit, crash in native code, run out of memory or hang, or "
+            "the cluster lost its workers; run with executor=None to see the loss's error in "
+            "this process."
         )
 
     @property
@@ -411,7 +427,8 @@ class _PoolEngine(Engine):
         count = max(_CHUNKS_PER_WORKER * self.workers, math.ceil(serial_seconds / task_seconds))
         chunks = np.array_split(rest, min(rest.size, count))
         grace = max(_GRACE_SECONDS, 2.5 * max(task_seconds, seconds))
-        self._run_pool(fun, payload, x, columns, chunks, sweep, deadline, grace)
+        stall = max(_STALL_SECONDS, 50 * max(task_seconds, seconds))
+        self._run_pool(fun, payload, x, columns, chunks, sweep, deadline, grace, stall)
         return sweep.samples()
 
     def _run_pool(
@@ -424,8 +441,14 @@ class _PoolEngine(Engine):
         sweep: _Sweep,
         deadline: float | None,
         grace: float,
+        stall: float,
     ) -> None:
-        """Evaluate `chunks` on the workers, at most `_IN_FLIGHT_PER_WORKER` each at a time."""
+        """Evaluate `chunks` on the workers, at most `_IN_FLIGHT_PER_WORKER` each at a time.
+
+        Tasks of which none completes for `stall` seconds count as lost with
+        their workers (Note [Lost workers]): a cluster whose workers are all
+        gone, or a loss that hangs in a worker, cannot hang the check.
+        """
         flag = self._stop_flag()
         parent = (os.getpid(), id(fun))
         queue = [(chunk, 0) for chunk in reversed(chunks)]  # (chunk, times lost); pop() = next
@@ -463,7 +486,10 @@ class _PoolEngine(Engine):
                 sweep.halt("lost", WorkerLostError(message))
                 return
             self._replace_workers(future)
-            queue.append((chunk, lost + 1))
+            # Retried in pieces: the pieces without the fault come back whole (Note [Lost
+            # workers]); the queue is popped from its end, so the first piece goes last.
+            pieces = np.array_split(chunk, min(chunk.size, _RETRY_PIECES))
+            queue.extend((piece, lost + 1) for piece in reversed(pieces))
 
         def collect(future: Future[_ChunkOutcome]) -> None:
             chunk, lost = pending.pop(future)
@@ -475,6 +501,7 @@ class _PoolEngine(Engine):
                 lose(future, chunk, lost, exc)
                 return
             sweep.record(chunk, outcome)
+            self.worker_evals += outcome.n_evals
             if outcome.remote:
                 self.remote_evals += outcome.n_evals
             if outcome.stop == "error":
@@ -487,11 +514,24 @@ class _PoolEngine(Engine):
 
         try:
             submit()
+            answered = time.monotonic()
             while pending and sweep.stop is None:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                if not done:
+                now = time.monotonic()
+                timeout = answered + stall - now
+                if deadline is not None:
+                    timeout = min(timeout, deadline - now)
+                done, _ = wait(pending, timeout=max(0.0, timeout), return_when=FIRST_COMPLETED)
+                if done:
+                    answered = time.monotonic()
+                elif deadline is not None and time.monotonic() >= deadline:
                     sweep.halt("deadline")
+                else:  # no answer for `stall` seconds: the workers are lost
+                    silent = TimeoutError(f"no task completed for {stall:.3g} s")
+                    for future in list(pending):
+                        chunk, lost = pending.pop(future)
+                        future.cancel()
+                        lose(future, chunk, lost, silent)
+                    answered = time.monotonic()
                 for future in done:
                     collect(future)
                 submit()
@@ -635,10 +675,10 @@ class ProcessEngine(_PoolEngine):
 
     def _lost_message(self, what: str) -> str:
         return (
-            f"A worker process died while evaluating the loss, twice ({what}): its chunk of "
-            "coordinates was retried once in a fresh pool and lost again. The loss may call "
-            "os._exit, crash in native code or run out of memory; run with executor=None to see "
-            "its error in this process."
+            f"A worker process died or stopped answering while evaluating the loss, twice "
+            f"({what}): its chunk of coordinates was retried once in a fresh pool and lost "
+            "again. The loss may call os._exit, crash in native code, run out of memory or "
+            "hang; run with executor=None to see its error in this process."
         )
 
     def _replace_workers(self, future: Future[_ChunkOutcome] | None) -> None:

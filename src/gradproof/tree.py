@@ -502,28 +502,18 @@ def _match(
     if tag == "leaf":
         yield leaves[node[1]], other
         return
-    if tag == "dict":
-        keys: tuple[Any, ...] = node[1]
-        if not isinstance(other, Mapping):
-            raise InputError(
-                f"The {what}{at} is a {_describe(other)}; expected a dict with keys "
-                f"{list(keys)}, like the parameters."
-            )
-        _check_keys(keys, other, at, what)
-        for key, child in zip(keys, node[2], strict=True):
-            yield from _match(child, other[key], leaves, _child_name(name, key), what)
-        return
-    if tag == "dataclass":
-        names: tuple[str, ...] = node[2]
-        if dataclasses.is_dataclass(other) and not isinstance(other, type):
+    if tag in ("dict", "dataclass"):
+        keys: tuple[Any, ...] = node[1] if tag == "dict" else node[2]
+        expected = "a dict" if tag == "dict" else f"a {node[1].__qualname__} (or a dict)"
+        if tag == "dataclass" and dataclasses.is_dataclass(other) and not isinstance(other, type):
             other = {f.name: getattr(other, f.name) for f in dataclasses.fields(other)}
         if not isinstance(other, Mapping):
             raise InputError(
-                f"The {what}{at} is a {_describe(other)}; expected a {node[1].__qualname__} "
-                f"(or a dict) with fields {list(names)}, like the parameters."
+                f"The {what}{at} is a {_describe(other)}; expected {expected} with keys "
+                f"{list(keys)}, like the parameters."
             )
-        _check_keys(names, other, at, what)
-        for key, child in zip(names, node[3], strict=True):
+        _check_keys(keys, other, at, what)
+        for key, child in zip(keys, node[-1], strict=True):
             yield from _match(child, other[key], leaves, _child_name(name, key), what)
         return
     children = node[-1]
