@@ -290,6 +290,34 @@ def test_torch_generators_are_restored_too():
     assert torch.equal(torch.get_rng_state(), expected)
 
 
+def test_the_torch_adapter_restores_every_global_generator():
+    torch = pytest.importorskip("torch")
+    from gradproof.torch import check_function, check_module
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.3)).double()
+    inputs = (torch.ones(5, 3, dtype=torch.float64),)
+    x = torch.linspace(0.1, 1.0, 4, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(7)
+    np.random.seed(3)  # noqa: NPY002
+    random.seed(5)
+    before = (torch.get_rng_state().clone(), _rng_states())
+    check_function(lambda t: torch.nn.functional.dropout(t, 0.5).sin(), x, seed=0)
+    check_module(model, inputs, lambda out: out.pow(2).mean(), seed=0)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert _rng_states() == before[1]
+
+
+def test_the_jax_adapter_restores_pythons_and_numpys_generators():
+    jax = pytest.importorskip("jax")
+    from gradproof.jax import check_function
+
+    np.random.seed(3)  # noqa: NPY002
+    random.seed(5)
+    before = _rng_states()
+    check_function(lambda x: jax.numpy.sum(jax.numpy.sin(x)), np.linspace(0.1, 1.0, 4), seed=0)
+    assert _rng_states() == before
+
+
 # -- smaller defects -------------------------------------------------------------------------------
 @dataclasses.dataclass
 class _Layer:

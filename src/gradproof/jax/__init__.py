@@ -80,6 +80,7 @@ from gradproof.jax._merge import _merge
 from gradproof.jax._options import MODES, _argnums, _validate, _validate_modes
 from gradproof.jax._outputs import _call_eagerly, _cotangents
 from gradproof.jax._program import _Program
+from gradproof.randomness import preserved_random_state
 
 __all__ = ["DEFAULT_BATCH_SIZE", "JVP_PREFIX", "MODES", "check_function"]
 
@@ -87,6 +88,7 @@ DEFAULT_BATCH_SIZE = 64
 """Points per call of the vmapped function, unless `batch_size` is given."""
 
 
+@preserved_random_state()  # the global generators are re-seeded when seed= is given
 def check_function(
     fn: Callable[..., Any],
     *args: Any,

@@ -74,6 +74,7 @@ except ImportError as error:  # pragma: no cover - the test suite runs with torc
         framework="torch",
     ) from error
 
+from gradproof.randomness import preserved_random_state
 from gradproof.torch._convert import _random_like
 from gradproof.torch._function import _Forward, _Reverse, _SecondOrder
 from gradproof.torch._module import _ModuleProblem
@@ -101,6 +102,7 @@ the rows share their forward passes (Note [Checking a function of tensors]).
 
 
 # -- public entry points ------------------------------------------------------------------------
+@preserved_random_state()  # the global generators are re-seeded when seed= is given
 def check_function(
     fn: Callable[..., Any],
     *inputs: Any,
@@ -258,6 +260,7 @@ def check_function(
     )
 
 
+@preserved_random_state()  # the global generators are re-seeded when seed= is given
 def check_module(
     module: torch.nn.Module,
     inputs: Any,
