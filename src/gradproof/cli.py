@@ -16,7 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec
 
-import click
 import typer
 from rich.console import Console
 
@@ -74,6 +73,26 @@ def _internal_error(error: Exception) -> NoReturn:
 _P = ParamSpec("_P")
 
 
+def _click_answers() -> tuple[type[BaseException], ...]:
+    """Return the exit and usage-error classes of the click that typer runs on.
+
+    typer 0.29 and newer vendor click (its errors derive from
+    ``typer.exceptions.TyperException``); older ones use the ``click`` package.
+    Neither is imported unless it is the one in use.
+    """
+    answers: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    vendored = getattr(getattr(typer, "exceptions", None), "TyperException", None)
+    if isinstance(vendored, type):
+        answers.append(vendored)
+    if "click" in sys.modules:
+        click = sys.modules["click"]
+        answers += [click.exceptions.Exit, click.exceptions.Abort, click.ClickException]
+    return tuple(answers)
+
+
+_ANSWERS = _click_answers()
+
+
 def _reports_internal_errors(command: Callable[_P, None]) -> Callable[_P, None]:
     """Exit with code 4 and a bug report when a command raises an exception it did not expect.
 
@@ -85,10 +104,8 @@ def _reports_internal_errors(command: Callable[_P, None]) -> Callable[_P, None]:
     def run(*args: _P.args, **kwargs: _P.kwargs) -> None:
         try:
             command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # exits are answers, not crashes
-        except click.ClickException:
-            raise  # a usage error
+        except _ANSWERS:
+            raise  # exits and usage errors are answers, not crashes
         except Exception as error:
             _internal_error(error)
 
