@@ -30,9 +30,9 @@ from unittest import mock
 import numpy as np
 
 import gradproof
-from gradproof import directional
+from gradproof.checking import directional
+from gradproof.checking.sweep import INCONCLUSIVE
 from gradproof.corpus.scaling import plant_wrong_entries, relu_network
-from gradproof.sweep import INCONCLUSIVE
 
 SIZES = ((100, 100, 1), (200, 200, 1), (300, 300, 1))
 COUNTS = (6, 10)

@@ -3,7 +3,7 @@
 Each cell runs ``engine.sample`` on a sweep of 4,000 coordinates (two offsets each: 8,000
 evaluations) of a cheap numpy loss that also sleeps 0.5 ms per evaluation, so that a sweep
 lasts a few seconds (about 4 s in this process) without loading the shared cores. Engines:
-this process, a :class:`~gradproof.execution.ProcessEngine` with 2 workers (started afresh
+this process, a :class:`~gradproof.engine.execution.ProcessEngine` with 2 workers (started afresh
 for each cell), and a dask ``LocalCluster`` of 2 worker processes. Faults:
 
 - ``raises``: the loss raises ValueError at coordinate 2,000 (mid-sweep);
@@ -19,11 +19,11 @@ must end in a result or a gradproof error that carries the partial result, and t
 reports as checked are counted as kept.
 
 Each cell of the first table prints its outcome (``survived``: every coordinate measured;
-``stop=...``: a partial :class:`~gradproof.finite_diff.Samples` with its error; ``RAW ...``:
-an exception escaped the engine, which must never happen), the evaluations kept (in
+``stop=...``: a partial :class:`~gradproof.numerics.finite_diff.Samples` with its error;
+``RAW ...``: an exception escaped the engine, which must never happen), the evaluations kept (in
 coordinates with all their values) over those made (every process appends a byte to a counter
 file per evaluation, also the workers that are stopped or killed), whether the kept values are
-bit-for-bit those of :func:`gradproof.finite_diff.sample`, and the time. A worker that dies
+bit-for-bit those of :func:`gradproof.numerics.finite_diff.sample`, and the time. A worker that dies
 cannot be simulated in this process (the loss would end it): those cells read ``n/a``.
 Dask retries a task that killed its worker itself (``distributed.scheduler.allowed-failures``,
 3 by default) before it reports ``KilledWorker``, which the engine then retries once more.
@@ -48,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.execution import Engine, ExecutorEngine, ProcessEngine, SerialEngine
-from gradproof.finite_diff import sample
-from gradproof.progress import Progress
+from gradproof.engine.execution import Engine, ExecutorEngine, ProcessEngine, SerialEngine
+from gradproof.engine.progress import Progress
+from gradproof.numerics.finite_diff import sample
 
 N = 4000
 AT = 2000  # where faults strike

@@ -32,7 +32,7 @@ import numpy as np
 
 import gradproof
 from gradproof import corpus
-from gradproof.randomness import reseed
+from gradproof.engine.randomness import reseed
 from gradproof.tree import ParamTree
 
 Verdict = tuple[str, frozenset[str]]  # ("fail" | "pass" | "inconclusive", parameters named)

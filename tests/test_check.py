@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import gradproof
 from gradproof import CheckResult, InputError, UserCodeError, Verdict, check
-from gradproof.check import MAX_LISTED_ENTRIES
+from gradproof.checking.check import MAX_LISTED_ENTRIES
 from tests.helpers import assert_same, snapshot
 
 
@@ -570,7 +570,7 @@ def test_a_pickled_result_keeps_its_arrays_read_only(network):
 def test_the_pass_through_options_are_options_of_check():
     import inspect
 
-    from gradproof.check import PASS_THROUGH_OPTIONS
+    from gradproof.checking.check import PASS_THROUGH_OPTIONS
 
     keywords = {
         name
@@ -645,7 +645,7 @@ def test_step_rules_are_the_users_step(options, rules, line):
 
 
 def test_step_rules_name_their_dtype():
-    from gradproof.steps import default_relative_step
+    from gradproof.numerics.steps import default_relative_step
 
     result = check(
         lambda w: float(np.sum(w**2)), lambda w: 2 * w, np.array([1.0, 3.0]), noise=False

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import gradproof
 from gradproof.__main__ import main
-from gradproof.cli import app
-from gradproof.demo import run_demo
+from gradproof.cli.app import app
+from gradproof.cli.demo import run_demo
 
 runner = CliRunner()
 
@@ -78,7 +78,7 @@ def test_python_dash_m_runs_the_command_line():
 
 
 def test_missing_cli_extra_says_how_to_install_it(monkeypatch, capsys):
-    monkeypatch.delitem(sys.modules, "gradproof.cli", raising=False)
+    monkeypatch.delitem(sys.modules, "gradproof.cli.app", raising=False)
     monkeypatch.setitem(sys.modules, "typer", None)  # makes `import typer` fail
     with pytest.raises(SystemExit) as info:
         main()
@@ -87,12 +87,12 @@ def test_missing_cli_extra_says_how_to_install_it(monkeypatch, capsys):
 
 
 def test_a_crash_of_any_command_exits_4(monkeypatch):
-    import gradproof.demo
+    import gradproof.cli.demo
 
     def broken(write):
         raise ZeroDivisionError("demo fell over")
 
-    monkeypatch.setattr(gradproof.demo, "run_demo", broken)
+    monkeypatch.setattr(gradproof.cli.demo, "run_demo", broken)
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 4, result.output
     assert "this is a gradproof bug, please report it" in result.stderr

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import gradproof
-from gradproof.cli import app
+from gradproof.cli.app import app
 from gradproof.report.json import schema_path
 
 runner = CliRunner()
@@ -373,8 +373,8 @@ def test_terminal_report_has_colour_table_hints_and_a_closing_verdict(model):
 
     from rich.console import Console
 
+    from gradproof.cli.target import load_params, load_target, resolve_function
     from gradproof.report.rich import print_result
-    from gradproof.target import load_params, load_target, resolve_function
 
     module = load_target(str(model))
     result = gradproof.check(
@@ -402,8 +402,8 @@ def test_terminal_report_shows_quoted_code_in_bold(model):
 
     from rich.console import Console
 
+    from gradproof.cli.target import load_params, load_target, resolve_function
     from gradproof.report.rich import print_result
-    from gradproof.target import load_params, load_target, resolve_function
 
     module = load_target(str(model))
     result = gradproof.check(
@@ -572,7 +572,7 @@ def test_sys_exit_reported_by_the_check_as_user_code_error_exits_2(model, monkey
         except SystemExit as cause:
             raise UserCodeError("`loss` raised SystemExit at w[2]: 1", function="loss") from cause
 
-    monkeypatch.setattr(sys.modules["gradproof.check"], "check", exits)
+    monkeypatch.setattr(sys.modules["gradproof.checking.check"], "check", exits)
     result = invoke(*check_args(model))
     assert result.exit_code == 2, result.output
     assert "your code called sys.exit(1) (`loss` raised SystemExit at w[2]: 1)" in result.stderr
@@ -599,8 +599,8 @@ def test_a_partial_result_is_reported_before_the_error(model, monkeypatch, tmp_p
     # carries what was measured; `gradproof check` prints it, then the error, and exits 2.
     import dataclasses
 
+    from gradproof.cli.target import load_params, load_target, resolve_function
     from gradproof.errors import UserCodeError
-    from gradproof.target import load_params, load_target, resolve_function
 
     module = load_target(str(model))
     measured = gradproof.check(
@@ -618,7 +618,7 @@ def test_a_partial_result_is_reported_before_the_error(model, monkeypatch, tmp_p
             raise error from cause
 
     # `gradproof.check` is also the function's name in the package: patch the module's.
-    monkeypatch.setattr(sys.modules["gradproof.check"], "check", stopped)
+    monkeypatch.setattr(sys.modules["gradproof.checking.check"], "check", stopped)
     out_file = tmp_path / "partial.json"
     result = invoke(*check_args(model), "--json", "--json-out", str(out_file))
     assert result.exit_code == 2, result.output
@@ -659,9 +659,9 @@ def test_oversized_npy_header_is_refused_before_allocation(model, tmp_path, monk
 
 
 def test_npz_arrays_are_limited_in_all(model, tmp_path, monkeypatch):
-    import gradproof.target
+    import gradproof.cli.target
 
-    monkeypatch.setattr(gradproof.target, "MAX_PARAM_FILE_BYTES", 40)
+    monkeypatch.setattr(gradproof.cli.target, "MAX_PARAM_FILE_BYTES", 40)
     file = tmp_path / "two.npz"
     np.savez(file, w=np.zeros(3), b=np.zeros(1))  # 24 + 8 bytes
     assert invoke(*check_args(model, params=str(file))).exit_code == 0
@@ -726,7 +726,7 @@ def test_ctrl_c_reports_what_was_measured_and_exits_3(exits):
 
 @needs_setitimer
 def test_the_time_budget_timer_restores_the_previous_handler_and_timer():
-    from gradproof.cli import _Deadline
+    from gradproof.cli.app import _Deadline
 
     def theirs(signum, frame):
         raise AssertionError("their timer fired during the test")

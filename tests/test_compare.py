@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradproof.compare import relative_difference
+from gradproof.numerics.compare import relative_difference
 
 EPS = float(np.finfo(np.float64).eps)
 

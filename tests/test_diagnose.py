@@ -10,16 +10,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gradproof.diagnose import (
+from gradproof.checking.diagnose import (
     EXPLAINED_FRACTION,
     MAIN_TERM_FIT_TOLERANCE,
     SCALE_FIT_TOLERANCE,
-    Diagnosis,
     diagnose_parameter,
     diagnose_swaps,
     format_factor,
 )
 from gradproof.errors import InputError
+from gradproof.results import Diagnosis
 from gradproof.tree import ParamTree
 
 

@@ -48,7 +48,7 @@ def test_site_builds_strictly(tmp_path):
         assert (tmp_path / page / "index.html").is_file()
     api = (tmp_path / "api" / "index.html").read_text(encoding="utf-8")
     # The function, not the module of the same name, with its numpydoc sections rendered.
-    assert 'id="gradproof.check.check"' in api
+    assert 'id="gradproof.checking.check.check"' in api
     for section in ("Parameters", "Returns", "Raises", "Examples"):
         assert f'<span class="doc-section-title">{section}:</span>' in api, section
     assert "<code>rtol</code>" in api
@@ -114,7 +114,7 @@ def test_cli_reference_documents_every_option():
     pytest.importorskip("typer")
     import typer.main
 
-    from gradproof.cli import app
+    from gradproof.cli.app import app
 
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     group = typer.main.get_command(app)

@@ -24,11 +24,17 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-import gradproof.execution as execution
+import gradproof.engine.execution as execution
+from gradproof.engine.execution import (
+    Engine,
+    ExecutorEngine,
+    ProcessEngine,
+    SerialEngine,
+    make_engine,
+)
+from gradproof.engine.progress import Progress
 from gradproof.errors import InputError, UserCodeError, WorkerLostError
-from gradproof.execution import Engine, ExecutorEngine, ProcessEngine, SerialEngine, make_engine
-from gradproof.finite_diff import Samples, sample
-from gradproof.progress import Progress
+from gradproof.numerics.finite_diff import Samples, sample
 from gradproof.tree import ParamTree
 from tests.helpers_execution import (
     Counted,
@@ -597,8 +603,8 @@ def test_a_long_sweep_uses_the_workers(monkeypatch):
 
 SCRIPT = """\
 import numpy as np
-import gradproof.execution as execution
-from gradproof.execution import ProcessEngine
+import gradproof.engine.execution as execution
+from gradproof.engine.execution import ProcessEngine
 
 execution._POOL_START_SECONDS = execution._CALIBRATION_SECONDS = 0.0
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradproof.finite_diff import central_differences, richardson
-from gradproof.steps import CentralPoints, central_points, default_relative_step
+from gradproof.numerics.finite_diff import central_differences, richardson
+from gradproof.numerics.steps import CentralPoints, central_points, default_relative_step
 
 EPS = float(np.finfo(np.float64).eps)
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)

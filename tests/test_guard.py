@@ -14,7 +14,8 @@ import pytest
 
 import gradproof.guard
 from gradproof import course
-from gradproof.check import NondeterministicLossError
+from gradproof.checking.check import NondeterministicLossError
+from gradproof.engine.randomness import preserved_random_state
 from gradproof.errors import (
     BackendUnavailableError,
     GradientMismatchError,
@@ -29,7 +30,6 @@ from gradproof.guard import (
     GuardRecord,
     TorchGradientGuard,
 )
-from gradproof.randomness import preserved_random_state
 from gradproof.report.text import render_result
 from gradproof.results import Verdict
 

@@ -10,7 +10,7 @@ import pytest
 
 import gradproof
 from gradproof import course
-from gradproof.check import NondeterministicLossError
+from gradproof.checking.check import NondeterministicLossError
 from gradproof.errors import InputError
 from gradproof.models import (
     BUGS,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradproof.errors import InputError
-from gradproof.noise import NoiseEstimate, estimate_noise, precision_notes
+from gradproof.numerics.noise import NoiseEstimate, estimate_noise, precision_notes
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from gradproof.progress import Progress, time_left
+from gradproof.engine.progress import Progress, time_left
 
 
 class FakeClock:

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+from gradproof.engine.randomness import RepeatCheck, check_repeatable, reseed, seeded
 from gradproof.errors import InputError
-from gradproof.randomness import RepeatCheck, check_repeatable, reseed, seeded
 
 
 def test_reseed_repeats_python_and_numpy_draws():
@@ -37,7 +37,7 @@ def test_reseed_repeats_torch_draws():
 def test_reseed_does_not_import_torch():
     code = (
         "import sys\n"
-        "from gradproof.randomness import reseed\n"
+        "from gradproof.engine.randomness import reseed\n"
         "reseed(0)\n"
         "assert 'torch' not in sys.modules, 'reseed imported torch'\n"
     )

@@ -145,7 +145,7 @@ def test_unmatched_backticks_stay_text():
 
 
 def test_without_matplotlib_the_page_says_so(monkeypatch):
-    from gradproof import plots
+    from gradproof.report import figures as plots
 
     def unavailable():
         raise BackendUnavailableError("Figures need matplotlib (no module)", framework="matplotlib")

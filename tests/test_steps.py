@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradproof import InputError
-from gradproof.steps import central_points, default_relative_step, machine_epsilon
+from gradproof.numerics.steps import central_points, default_relative_step, machine_epsilon
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 

@@ -14,14 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradproof import InputError, Verdict, check, corpus
-from gradproof.check import AUTO_FULL_ENTRIES, SET_UP_EVALS
+from gradproof.checking.check import AUTO_FULL_ENTRIES, SET_UP_EVALS
+from gradproof.checking.probes import Probe, probe_analytic, probe_weights
 from gradproof.corpus.scaling import plant_wrong_entries, relu_network
-from gradproof.probes import Probe, probe_analytic, probe_weights
-from gradproof.sampled import miss_chance, sample_indices
+from gradproof.numerics.sampling import miss_chance, sample_indices
 from gradproof.tree import ParamTree
 from tests.helpers import assert_same, snapshot
 
-CHECK_MODULE = importlib.import_module("gradproof.check")  # `gradproof.check` is the function
+CHECK_MODULE = importlib.import_module(
+    "gradproof.checking.check"
+)  # `gradproof.check` is the function
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradproof.tolerances import ROUNDOFF_FACTOR, default_rtol, entry_tolerance, loss_value_noise
+from gradproof.numerics.tolerances import (
+    ROUNDOFF_FACTOR,
+    default_rtol,
+    entry_tolerance,
+    loss_value_noise,
+)
 
 EPS64 = 2.0**-52
 EPS32 = 2.0**-23

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 import torch
 
 from gradproof import CheckResult, InputError, UserCodeError, Verdict
-from gradproof.check import MAX_LISTED_ENTRIES, NondeterministicLossError
+from gradproof.checking.check import MAX_LISTED_ENTRIES, NondeterministicLossError
 from gradproof.torch import JACOBIAN_MAX_ENTRIES, check_function, check_module
 from tests.helpers import mask_roundoff
 from tests.torch_functions import (

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gradproof.cli import app
-from gradproof.fraud_training import run_training
+from gradproof.cli.app import app
+from gradproof.cli.train import run_training
 from gradproof.models import FraudNetwork, make_payments, write_csv
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gradproof import InputError, Verdict, check
-from gradproof.check import METHODS, NondeterministicLossError
+from gradproof.checking.check import METHODS, NondeterministicLossError
 
 
 # -- kinks ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """MkDocs hooks for gradproof's documentation site (named in ``mkdocs.yml``).
 
 gradproof's docstrings are numpydoc, written with Sphinx roles such as ``:func:`check``` and
-``:mod:`gradproof.noise```, which mkdocstrings renders as the role's name followed by the
+``:mod:`gradproof.numerics.noise```, which mkdocstrings renders as the role's name followed by the
 code. The hook turns each into a cross-reference: a link where the site documents the object,
 plain code where it does not.
 """

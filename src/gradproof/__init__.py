@@ -13,9 +13,7 @@ True
 
 from __future__ import annotations
 
-from gradproof.check import check
-from gradproof.compare import relative_difference
-from gradproof.diagnose import Diagnosis
+from gradproof.checking.check import check
 from gradproof.errors import (
     BackendUnavailableError,
     GradientMismatchError,
@@ -25,8 +23,10 @@ from gradproof.errors import (
     UserCodeError,
     WorkerLostError,
 )
+from gradproof.numerics.compare import relative_difference
 from gradproof.results import (
     CheckResult,
+    Diagnosis,
     EntryReport,
     ParamReport,
     ProbeReport,

@@ -8,7 +8,7 @@ import sys
 def main() -> None:
     """Run the command line, or say how to install it when its extra is missing."""
     try:
-        from gradproof.cli import app
+        from gradproof.cli.app import app
     except ImportError as exc:  # typer or rich missing: the `cli` extra is not installed
         sys.stderr.write(
             f"gradproof's command line needs typer and rich ({exc}).\n"

@@ -10,10 +10,7 @@ missing optional framework).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from gradproof.results import CheckResult
+from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
@@ -106,7 +103,9 @@ class GradientMismatchError(GradproofError, AssertionError):
         The result of the check.
     """
 
-    def __init__(self, message: str, *, result: CheckResult) -> None:
+    # `result` is a CheckResult; this module imports no result type (errors sit below results in
+    # the layers, docs/architecture.md), so it is typed loosely here.
+    def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
         self.result = result
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import pytest
 
-from gradproof.check import MODES
+from gradproof.checking.check import MODES
 from gradproof.errors import InputError
 from gradproof.testing import GradientAssertions
 

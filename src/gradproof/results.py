@@ -4,25 +4,92 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from gradproof._typing import FloatArray
-from gradproof.diagnose import Diagnosis
+from gradproof.numerics.sampling import miss_chance
 
 __all__ = [
     "CheckResult",
+    "Diagnosis",
+    "DiagnosisKind",
     "EntryReport",
     "InconclusiveEntry",
     "ParamReport",
     "ProbeReport",
     "StepRule",
     "Verdict",
+    "register_renderer",
 ]
+
+
+DiagnosisKind = Literal[
+    "non_finite",
+    "zero",
+    "transpose",
+    "sign",
+    "scale",
+    "few_entries",
+    "axis",
+    "swapped",
+    "unknown",
+]
+"""The patterns :class:`Diagnosis` names."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnosis:
+    """The pattern of one parameter's wrong gradient.
+
+    Attributes
+    ----------
+    kind : DiagnosisKind
+        The pattern found: ``"non_finite"``, ``"zero"``, ``"transpose"``,
+        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"axis"``, ``"swapped"``
+        or ``"unknown"``.
+    summary : str
+        One line saying what the error looks like, e.g. ``analytic = 2 x numeric``.
+    hint : str
+        Where to look in the backward pass.
+    factor : float or None
+        For ``scale`` and ``sign``: the fitted ``k`` in ``analytic = k * numeric``;
+        for ``transpose``: the ``k`` in ``analytic = k * numeric.T``.
+    entries : tuple of tuple of int
+        For ``few_entries``: the index of every wrong entry, in C order.
+    axis : int or None
+        For ``axis``: the axis along which the error is the same, or across
+        whose slices the wrong entries lie.
+    partner : str or None
+        For ``swapped``: the parameter whose gradient this one's analytic
+        gradient is.
+    """
+
+    kind: DiagnosisKind
+    summary: str
+    hint: str
+    factor: float | None = None
+    entries: tuple[tuple[int, ...], ...] = ()
+    axis: int | None = None
+    partner: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "kind": self.kind,
+            "summary": self.summary,
+            "hint": self.hint,
+            "factor": self.factor,
+            "entries": [list(index) for index in self.entries],
+            "axis": self.axis,
+            "partner": self.partner,
+        }
 
 
 class Verdict(str, Enum):
@@ -285,8 +352,6 @@ class ParamReport:
 
         Meaningful for ``strategy == "sampled"``; 0 when every entry was measured.
         """
-        from gradproof.sampled import miss_chance
-
         return miss_chance(self.n_entries, self.n_checked, density)
 
     def to_dict(self) -> dict[str, Any]:
@@ -485,9 +550,7 @@ class CheckResult:
         raise KeyError(f"no parameter named {name!r}; the parameters are: {known}")
 
     def __str__(self) -> str:
-        from gradproof.report.text import render_result
-
-        return render_result(self)
+        return _render(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict: ``json.dumps(result.to_dict())`` works."""
@@ -519,3 +582,27 @@ class CheckResult:
             "max_evals": self.max_evals,
             "params": [p.to_dict() for p in self.params],
         }
+
+
+# -- rendering -------------------------------------------------------------------------------------
+_RENDERERS: dict[str, Callable[[CheckResult], str]] = {}
+"""The text renderer, registered by :mod:`gradproof.report.text` (Note [Results render late])."""
+
+
+def register_renderer(render: Callable[[CheckResult], str]) -> None:
+    """Register the function that ``str(result)`` calls (the report layer's text renderer).
+
+    Note [Results render late]
+        Results sit below the reports in the layers (``docs/architecture.md``):
+        this module must not import :mod:`gradproof.report.text`, which imports
+        it. The report layer registers its renderer when it is imported, and
+        ``str(result)`` imports that layer by name the first time, if nobody
+        has yet.
+    """
+    _RENDERERS["text"] = render
+
+
+def _render(result: CheckResult) -> str:
+    if "text" not in _RENDERERS:
+        importlib.import_module("gradproof.report.text")  # registers itself
+    return _RENDERERS["text"](result)

@@ -28,7 +28,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any
 
 from gradproof._typing import GradFunction, LossFunction, Params
-from gradproof.check import check
+from gradproof.checking.check import check
 from gradproof.errors import BackendUnavailableError, GradientMismatchError
 from gradproof.report.text import render_result
 from gradproof.results import CheckResult, Verdict

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.check import NondeterministicLossError
+from gradproof.checking.check import NondeterministicLossError
+from gradproof.engine.randomness import preserved_random_state
 from gradproof.errors import GradproofError, GradproofWarning, InputError, UserCodeError
 from gradproof.guard._records import (
     GuardError,
@@ -48,7 +49,6 @@ from gradproof.guard._records import (
     _percent,
     _seconds,
 )
-from gradproof.randomness import preserved_random_state
 from gradproof.results import CheckResult, Verdict
 
 __all__ = ["DEFAULT_CHECK_OPTIONS", "DEFAULT_EVERY", "ON_FAILURE"]
@@ -69,7 +69,7 @@ output; :meth:`GradientGuard.summary` reports instead. ``max_evals=2000``:
 directions, two evaluations per tensor plus a few per wrong entry, so a check
 costs at most about 2000 evaluations of the loss on the small batch, however
 large the model. Directional probes catch a wrong tensor with probability one
-(Note [Choosing a strategy] in :mod:`gradproof.check`).
+(Note [Choosing a strategy] in :mod:`gradproof.checking.check`).
 """
 
 

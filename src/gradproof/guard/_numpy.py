@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gradproof._typing import GradFunction, LossFunction, Params
-from gradproof.check import PASS_THROUGH_OPTIONS, check
+from gradproof.checking.check import PASS_THROUGH_OPTIONS, check
 from gradproof.errors import InputError
 from gradproof.guard._core import _Guard
 from gradproof.results import CheckResult

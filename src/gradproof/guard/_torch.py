@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from gradproof.check import PASS_THROUGH_OPTIONS
+from gradproof.checking.check import PASS_THROUGH_OPTIONS
 from gradproof.errors import InputError
 from gradproof.guard._core import _Guard
 from gradproof.results import CheckResult

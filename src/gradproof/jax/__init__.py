@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.check import check
+from gradproof.checking.check import check
 from gradproof.errors import BackendUnavailableError
 from gradproof.results import CheckResult
 
@@ -73,6 +73,7 @@ except ImportError as _missing:  # pragma: no cover - the suite runs with JAX in
         framework="jax",
     ) from _missing
 
+from gradproof.engine.randomness import preserved_random_state
 from gradproof.jax._arguments import _Arguments
 from gradproof.jax._convert import _x64 as _x64  # re-exported: the tests use it
 from gradproof.jax._loss import JVP_PREFIX, _Along, _Loss
@@ -80,7 +81,6 @@ from gradproof.jax._merge import _merge
 from gradproof.jax._options import MODES, _argnums, _validate, _validate_modes
 from gradproof.jax._outputs import _call_eagerly, _cotangents
 from gradproof.jax._program import _Program
-from gradproof.randomness import preserved_random_state
 
 __all__ = ["DEFAULT_BATCH_SIZE", "JVP_PREFIX", "MODES", "check_function"]
 
@@ -246,7 +246,7 @@ def check_function(
                     loss,
                     arguments.container(gradient),
                     arguments.container(arguments.values),
-                    **program.batch_options(loss),
+                    **program.batch_options(loss.batch),
                     **options,
                 )
             )
@@ -260,7 +260,7 @@ def check_function(
             loss,
             {JVP_PREFIX: arguments.container([np.float64(v) for v in jvps])},
             {JVP_PREFIX: arguments.container([np.zeros((), d) for d in arguments.proxies])},
-            **program.batch_options(loss),
+            **program.batch_options(loss.batch),
             **{**options, "mode": "full"},
         )
     return _merge(reverse, forward_result, notes, started)

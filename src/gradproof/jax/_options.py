@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.check import check
+from gradproof.checking.check import check
 from gradproof.errors import InputError
 
 MODES = ("rev", "fwd")

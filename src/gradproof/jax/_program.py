@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +17,6 @@ import numpy as np
 from gradproof.errors import InputError, UserCodeError
 from gradproof.jax._arguments import _Arguments
 from gradproof.jax._convert import _Array, _first_line, _fn_error, _numpy, _x64
-
-if TYPE_CHECKING:
-    from gradproof.jax._loss import _Loss
 
 
 class _Program:
@@ -181,11 +178,11 @@ class _Program:
                 )
                 return
 
-    def batch_options(self, loss: _Loss) -> dict[str, Any]:
+    def batch_options(self, loss_batch: Callable[..., Any]) -> dict[str, Any]:
         """`loss_batch` and `batch_size` for gradproof.check, when batching works."""
         if self.batched is None:
             return {}
-        return {"loss_batch": loss.batch, "batch_size": self.batch_size}
+        return {"loss_batch": loss_batch, "batch_size": self.batch_size}
 
     def vjps(self, cotangents: list[list[_Array]]) -> list[list[_Array]]:
         """Return the analytic gradient for each cotangent: `fn`'s VJP, which runs its bwd rules."""

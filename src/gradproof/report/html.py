@@ -3,7 +3,7 @@
 The page holds what the text report holds (the verdict, the per-parameter
 table, the diagnosis with hints, the wrong and inconclusive entries, the
 probes, the notes, how the check ran) and, when matplotlib is installed, the
-figures of :mod:`gradproof.plots` as inline PNG images. It loads nothing from
+figures of :mod:`gradproof.report.figures` as inline PNG images. It loads nothing from
 the network: the CSS is inline and the images are ``data:`` URIs.
 """
 
@@ -216,7 +216,7 @@ def _figures_section(
     entry: str | None,
 ) -> str:
     try:
-        from gradproof import plots
+        from gradproof.report import figures as plots
 
         plots._plt()  # fails early, with a clear message, without matplotlib
         parts = ["<h2>Figures</h2>"]

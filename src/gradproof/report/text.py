@@ -18,6 +18,7 @@ from gradproof.results import (
     ParamReport,
     ProbeReport,
     Verdict,
+    register_renderer,
 )
 
 __all__ = ["render_result", "render_table"]
@@ -325,3 +326,6 @@ def _coverage_line(result: CheckResult, refined: str) -> str:
             f"measured{chance}; " + cost
         )
     return f"{result.n_checked} of {result.n_entries} entries checked with " + cost
+
+
+register_renderer(render_result)  # str(result) renders with it (Note [Results render late])

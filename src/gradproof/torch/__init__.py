@@ -74,7 +74,7 @@ except ImportError as error:  # pragma: no cover - the test suite runs with torc
         framework="torch",
     ) from error
 
-from gradproof.randomness import preserved_random_state
+from gradproof.engine.randomness import preserved_random_state
 from gradproof.torch._convert import _random_like
 from gradproof.torch._function import _Forward, _Reverse, _SecondOrder
 from gradproof.torch._module import _ModuleProblem
@@ -238,7 +238,7 @@ def check_function(
     full = jacobian == "full" or (
         jacobian == "auto" and problem.outputs.size <= JACOBIAN_MAX_ENTRIES
     )
-    _check_function_structure(problem, _random_like(rng, (problem.outputs.size,), problem))
+    _check_function_structure(problem, _random_like(rng, (problem.outputs.size,), problem.device))
     families: list[_Family] = [
         _Reverse.build(problem, full=full, n_cotangents=n_cotangents, rng=rng)
     ]

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from gradproof.errors import GradproofError, InputError, UserCodeError
-
-if TYPE_CHECKING:
-    from gradproof.torch._problem import _Problem
 
 _TORCH_TO_NUMPY: dict[torch.dtype, type[np.floating[Any]]] = {
     torch.float16: np.float16,
@@ -53,11 +50,10 @@ def _is_low_float(value: object) -> bool:
 
 
 def _random_like(
-    rng: np.random.Generator, shape: tuple[int, ...], problem: _Problem | None = None
+    rng: np.random.Generator, shape: tuple[int, ...], device: torch.device | None = None
 ) -> torch.Tensor:
     """Random signs times sizes uniform in [0.5, 1.5) (Note [Random cotangents]), float64."""
     values = rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 1.5, size=shape)
-    device = problem.device if problem is not None else None
     return torch.tensor(values, dtype=torch.float64, device=device)
 
 

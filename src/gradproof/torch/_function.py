@@ -76,7 +76,9 @@ class _Reverse(_Family):
             ) + ", computed by the backward with unit cotangents."
             return reverse
         labels = ["{input}"] + [f"{{input}} (cotangent {k + 1})" for k in range(1, n_cotangents)]
-        cotangents = torch.stack([_random_like(rng, (size,), problem) for _ in range(n_cotangents)])
+        cotangents = torch.stack(
+            [_random_like(rng, (size,), problem.device) for _ in range(n_cotangents)]
+        )
         reverse = cls(problem, cotangents, labels)
         reverse.description = (
             f"Reverse mode (VJP): the gradient of <u, output> for {n_cotangents} random "
@@ -171,16 +173,16 @@ class _Forward(_Family):
         self.problem = problem
         self.full = full
         self.tangents = [
-            (_random_like(rng, tuple(b.shape), problem) * b.detach().abs().clamp(min=1.0)).to(
-                b.dtype
-            )
+            (
+                _random_like(rng, tuple(b.shape), problem.device) * b.detach().abs().clamp(min=1.0)
+            ).to(b.dtype)
             for b in problem.bases
         ]
         sizes = problem.outputs.sizes
         self.weights = [
             torch.ones(n, dtype=torch.float64, device=problem.device)
             if full
-            else _random_like(rng, (n,), problem)
+            else _random_like(rng, (n,), problem.device)
             for n in sizes
         ]
         self.offsets = np.cumsum([0, *sizes])
@@ -274,9 +276,9 @@ class _SecondOrder(_Family):
 
     def __init__(self, problem: _Problem, rng: np.random.Generator) -> None:
         self.problem = problem
-        self.cotangent = problem.split(_random_like(rng, (problem.outputs.size,), problem))
+        self.cotangent = problem.split(_random_like(rng, (problem.outputs.size,), problem.device))
         self.weights = [
-            _random_like(rng, tuple(b.shape), problem).to(b.dtype) for b in problem.bases
+            _random_like(rng, tuple(b.shape), problem.device).to(b.dtype) for b in problem.bases
         ]
         self.cache: OrderedDict[bytes, float] = OrderedDict()
         dtype = _TORCH_TO_NUMPY[problem.bases[0].dtype]

@@ -10,8 +10,8 @@ import torch
 from torch.func import functional_call
 from torch.func import vmap as torch_vmap
 
+from gradproof.engine.randomness import reseed
 from gradproof.errors import InputError
-from gradproof.randomness import reseed
 from gradproof.torch._convert import (
     Array,
     _backward_error,

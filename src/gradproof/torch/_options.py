@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from gradproof.check import PASS_THROUGH_OPTIONS
+from gradproof.checking.check import PASS_THROUGH_OPTIONS
 from gradproof.errors import InputError
 
 CHECK_OPTIONS = PASS_THROUGH_OPTIONS | {"batch_size"}

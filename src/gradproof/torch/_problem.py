@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradproof.engine.randomness import reseed
 from gradproof.errors import InputError, UserCodeError
-from gradproof.randomness import reseed
 from gradproof.torch._convert import (
     Array,
     _backward_error,

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from gradproof.check import check
+from gradproof.checking.check import check
 from gradproof.errors import GradproofError, InputError, UserCodeError
 from gradproof.results import CheckResult
 from gradproof.torch._convert import Array, _describe_error

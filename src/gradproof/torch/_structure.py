@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gradproof.check import NondeterministicLossError
+from gradproof.checking.check import NondeterministicLossError
 from gradproof.errors import InputError
 from gradproof.tree import format_index
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._typing import FloatArray
+from gradproof.engine.progress import Progress
 from gradproof.guard import GradientGuard, GuardError
 from gradproof.models import (
     FraudNetwork,
@@ -35,7 +36,6 @@ from gradproof.models import (
     split,
     train,
 )
-from gradproof.progress import Progress
 
 __all__ = ["GUARD_BATCH", "HIDDEN", "TrainingRun", "run_training"]
 
@@ -232,7 +232,7 @@ def _save(
 ) -> tuple[Path, ...]:
     """Write the model, its metrics and the learning curve; say where."""
     from gradproof.errors import BackendUnavailableError
-    from gradproof.plots import plot_learning_curve
+    from gradproof.report.figures import plot_learning_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / "model.npz"

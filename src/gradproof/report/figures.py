@@ -11,8 +11,8 @@ import numpy as np
 
 from gradproof._typing import FloatArray, Params
 from gradproof.errors import BackendUnavailableError
+from gradproof.report.stepsweep import StepSweep
 from gradproof.results import CheckResult, ParamReport, Verdict
-from gradproof.stepsweep import StepSweep
 
 __all__ = [
     "FigureSpec",
@@ -375,7 +375,7 @@ def plot_step_sweep(sweep: StepSweep, ax: Any = None) -> Any:
     Parameters
     ----------
     sweep : StepSweep
-        From :func:`gradproof.stepsweep.step_sweep`.
+        From :func:`gradproof.report.stepsweep.step_sweep`.
     ax : matplotlib Axes, optional
         Where to draw; a new figure by default.
 
@@ -543,7 +543,7 @@ def iter_figures(
             _heatmap_drawer(report),
         )
     if loss is not None and params is not None:
-        from gradproof.stepsweep import default_entry, step_sweep
+        from gradproof.report.stepsweep import default_entry, step_sweep
 
         try:
             chosen = entry if entry is not None else default_entry(result)

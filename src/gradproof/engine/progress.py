@@ -9,7 +9,7 @@ It is drawn on a terminal only (by default: when the stream is a tty), so
 redirected output, pytest captures and CI logs stay clean. It is redrawn in
 place (a carriage return, no escape codes) at most once per ``min_interval``
 seconds, and the engines advance it once per chunk of work
-(:mod:`gradproof.execution`), so its cost is invisible next to the evaluations
+(:mod:`gradproof.engine.execution`), so its cost is invisible next to the evaluations
 it counts.
 """
 

@@ -5,11 +5,11 @@ per coordinate, tens of thousands of evaluations for a real model. An
 :class:`Engine` runs them, in this process (:class:`SerialEngine`), in worker
 processes (:class:`ProcessEngine`) or on any :class:`concurrent.futures.Executor`
 the caller brings, such as a dask cluster's (:class:`ExecutorEngine`). All
-answer the question of :func:`gradproof.finite_diff.sample` and return its
-:class:`~gradproof.finite_diff.Samples`.
+answer the question of :func:`gradproof.numerics.finite_diff.sample` and return its
+:class:`~gradproof.numerics.finite_diff.Samples`.
 
 Note [Identical results]
-    Every engine gives the values :func:`~gradproof.finite_diff.sample` gives,
+    Every engine gives the values :func:`~gradproof.numerics.finite_diff.sample` gives,
     bit for bit. An evaluation sees `x` with exactly one coordinate set to its
     column value, whoever runs it, and the engines only copy the values the
     function returns: they never add, average or reorder them. So a function
@@ -106,9 +106,9 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
+from gradproof.engine.progress import Progress
 from gradproof.errors import InputError, WorkerLostError
-from gradproof.finite_diff import Samples
-from gradproof.progress import Progress
+from gradproof.numerics.finite_diff import Samples
 
 __all__ = ["Engine", "ExecutorEngine", "ProcessEngine", "SerialEngine", "make_engine"]
 
@@ -225,7 +225,7 @@ class Engine(abc.ABC):
         Returns
         -------
         Samples
-            The same values as :func:`gradproof.finite_diff.sample`, bit for
+            The same values as :func:`gradproof.numerics.finite_diff.sample`, bit for
             bit. When the sampling stops early (Ctrl-C, the deadline, an
             exception of `fun`, a worker lost twice), what was complete is
             returned with ``interrupted=True``, NaN and not measured
@@ -1025,7 +1025,7 @@ def _sample_single(
     points: FloatArray,
     stop: _Flag | None = None,
 ) -> _ChunkOutcome:
-    """One evaluation per call, as :func:`gradproof.finite_diff.sample` does it."""
+    """One evaluation per call, as :func:`gradproof.numerics.finite_diff.sample` does it."""
     k, m = points.shape
     values = np.full((k, m), np.nan)
     # Python ints and floats index and fill numpy arrays faster than numpy scalars do; this

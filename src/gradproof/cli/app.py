@@ -134,7 +134,7 @@ def _root(
 @_reports_internal_errors
 def demo() -> None:
     """Walk through the classic gradient-checking assignment and catch its planted bugs."""
-    from gradproof.demo import run_demo
+    from gradproof.cli.demo import run_demo
 
     console = Console(highlight=False, soft_wrap=True)
     result = run_demo(lambda text: console.print(text, markup=False))
@@ -180,8 +180,8 @@ def train(
     gradient and stopped training. 2: bad input (a CSV that cannot be read). 4:
     gradproof itself crashed.
     """
+    from gradproof.cli.train import run_training
     from gradproof.errors import InputError
-    from gradproof.fraud_training import run_training
 
     console = Console(highlight=False, soft_wrap=True)
     try:
@@ -292,7 +292,7 @@ def _in_cli_words(message: str) -> str:
 
 def _exit_message(exception: SystemExit, message: str = "") -> str:
     """Say that the user's code called ``sys.exit`` while its loss or gradient ran."""
-    from gradproof.target import exit_call
+    from gradproof.cli.target import exit_call
 
     where = f" ({message})" if message else " while gradproof evaluated the loss or gradient"
     return (
@@ -523,23 +523,25 @@ def check(
     Loads TARGET, calls the loss and gradient functions at the parameters, and
     compares the gradient with finite differences, parameter by parameter.
     """
-    from gradproof.check import MAX_LISTED_ENTRIES
-    from gradproof.check import check as run_check
-    from gradproof.errors import GradproofError, UserCodeError
-    from gradproof.report.json import write_json
-    from gradproof.target import (
+    from gradproof.checking.check import MAX_LISTED_ENTRIES
+    from gradproof.checking.check import check as run_check
+    from gradproof.cli.target import (
         format_user_traceback,
         load_params,
         load_target,
         resolve_function,
         send_by_value,
     )
+    from gradproof.errors import GradproofError, UserCodeError
+    from gradproof.report.json import write_json
 
     if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
         _fail(f"--time-budget must be a positive number of seconds; got {time_budget:g}")
     # Looked up before the check, so that a missing extra fails fast.
     write_page = _optional_writer("gradproof.report.html", "write_html", "--html") if html else None
-    write_plots = _optional_writer("gradproof.plots", "write_figures", "--plots") if plots else None
+    write_plots = (
+        _optional_writer("gradproof.report.figures", "write_figures", "--plots") if plots else None
+    )
     context = {"target": target, "loss": loss, "grad": grad, "params": params}
 
     deadline = _Deadline(time_budget)

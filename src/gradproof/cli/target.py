@@ -64,7 +64,7 @@ a corrupt or hostile header (a shape of ``(10**12,)`` in a tiny file) is
 refused with a message instead of exhausting the machine's memory.
 """
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep  # gradproof/, not cli/
 _counter = itertools.count()
 _FILE_MODULE_PREFIX = "_gradproof_target_"
 

@@ -8,11 +8,11 @@ Note [Entry tolerance]
 
     - noise: each loss value is trusted to within :func:`loss_value_noise`,
       the larger of its rounding (``ROUNDOFF_FACTOR * eps * |f|``) and the
-      noise measured in it (:mod:`gradproof.noise`); a rule with weights ``w``
+      noise measured in it (:mod:`gradproof.numerics.noise`); a rule with weights ``w``
       and step ``h`` then carries ``sum(|w|) * noise / h``;
     - truncation: for entries re-measured at smaller steps, the change between
-      the two finest central differences (:mod:`gradproof.kinks`,
-      :func:`gradproof.finite_diff.richardson`).
+      the two finest central differences (:mod:`gradproof.numerics.kinks`,
+      :func:`gradproof.numerics.finite_diff.richardson`).
 
     ``rtol`` covers the truncation error of entries that pass at once (about
     ``h**2 |f'''| / 6``, i.e. 1e-11 relative for a float64 step of 6e-6 on a

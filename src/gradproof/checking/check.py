@@ -5,21 +5,21 @@ Note [Verdict pipeline]
        (a random loss needs ``seed=``).
     2. Low-precision parameters are evaluated in float64 when the loss
        accepts it, so the finite differences are as accurate as float64 allows.
-    3. Measure the loss's own noise along one direction (:mod:`gradproof.noise`).
+    3. Measure the loss's own noise along one direction (:mod:`gradproof.numerics.noise`).
        The noise sets the error bar of every difference and, when it is
        above rounding, the step.
     4. One finite difference per coordinate, with steps scaled to each
        coordinate. A coordinate passes when ``|a - n| <= atol + rtol * max(|a|, |n|) + e``,
        where ``e`` is the difference's error bar (round-off or noise).
     5. Coordinates that do not pass are re-measured at shrinking steps
-       (:mod:`gradproof.kinks`): a smooth loss gives a Richardson estimate with
+       (:mod:`gradproof.numerics.kinks`): a smooth loss gives a Richardson estimate with
        a truncation error bar and is judged again; a kink gives left and right
        derivatives. At a kink, an analytic value between them is a valid
        subgradient (inconclusive, never wrong); one outside them is wrong.
     Extra evaluations are spent only on coordinates that need them. Steps 4
-    and 5 live in :mod:`gradproof.sweep`; the coordinates are the parameter
+    and 5 live in :mod:`gradproof.checking.sweep`; the coordinates are the parameter
     entries (``mode="full"`` or ``"sampled"``) or directional probes
-    (``mode="directional"``, :mod:`gradproof.directional`).
+    (``mode="directional"``, :mod:`gradproof.checking.directional`).
 
 Note [Choosing a strategy]
     ``mode="auto"`` sweeps every entry when that fits the evaluation budget
@@ -43,28 +43,14 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
-from gradproof.compare import relative_difference
-from gradproof.context import Context, StopState
-from gradproof.diagnose import Diagnosis, diagnose_parameter, diagnose_probes, diagnose_swaps
-from gradproof.directional import DirectionalOutcome, check_directional
-from gradproof.errors import GradproofError, InputError, UserCodeError
-from gradproof.evaluation import LossEvaluator, analytic_gradient
-from gradproof.execution import Engine, make_engine
-from gradproof.noise import NoiseEstimate, measure_noise, precision_notes
-from gradproof.progress import Progress
-from gradproof.randomness import check_repeatable, preserved_random_state
-from gradproof.results import (
-    CheckResult,
-    EntryReport,
-    InconclusiveEntry,
-    ParamReport,
-    ProbeReport,
-    StepRule,
-    Verdict,
+from gradproof.checking.context import Context, StopState
+from gradproof.checking.diagnose import (
+    diagnose_parameter,
+    diagnose_probes,
+    diagnose_swaps,
 )
-from gradproof.sampled import DEFAULT_SAMPLES, sample_indices
-from gradproof.steps import default_relative_step, machine_epsilon, offset_points, step_sizes
-from gradproof.sweep import (
+from gradproof.checking.directional import DirectionalOutcome, check_directional
+from gradproof.checking.sweep import (
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -74,7 +60,31 @@ from gradproof.sweep import (
     Entries,
     unchecked_entries,
 )
-from gradproof.tolerances import ROUNDOFF_FACTOR, default_rtol, loss_value_noise
+from gradproof.engine.evaluator import LossEvaluator, analytic_gradient
+from gradproof.engine.execution import Engine, make_engine
+from gradproof.engine.progress import Progress
+from gradproof.engine.randomness import check_repeatable, preserved_random_state
+from gradproof.errors import GradproofError, InputError, UserCodeError
+from gradproof.numerics.compare import relative_difference
+from gradproof.numerics.noise import NoiseEstimate, measure_noise, precision_notes
+from gradproof.numerics.sampling import DEFAULT_SAMPLES, sample_indices
+from gradproof.numerics.steps import (
+    default_relative_step,
+    machine_epsilon,
+    offset_points,
+    step_sizes,
+)
+from gradproof.numerics.tolerances import ROUNDOFF_FACTOR, default_rtol, loss_value_noise
+from gradproof.results import (
+    CheckResult,
+    Diagnosis,
+    EntryReport,
+    InconclusiveEntry,
+    ParamReport,
+    ProbeReport,
+    StepRule,
+    Verdict,
+)
 from gradproof.tree import Leaf, ParamTree, format_index
 
 __all__ = [
@@ -199,7 +209,7 @@ def check(
         By default ``eps_dtype ** (1 / (p + 1))`` for a rule of order ``p``
         (about 6.1e-6 for central differences in float64), with the loss's
         measured noise in place of ``eps_dtype`` when it is larger; see
-        :mod:`gradproof.steps`. Exclusive with `eps`.
+        :mod:`gradproof.numerics.steps`. Exclusive with `eps`.
     rtol : float, optional
         Relative tolerance of each entry: 1e-5 for float64, 1e-3 for float32,
         1e-2 for float16 by default (by the parameter's and the loss's dtype).
@@ -356,7 +366,7 @@ class _Run:
         restores Python's, numpy's and torch's global generators on every exit
         path (they are re-seeded before each evaluation when ``seed`` is
         given). An interrupt or an error mid-check still returns, or carries,
-        what was measured (Note [Stopping early] in :mod:`gradproof.context`).
+        what was measured (Note [Stopping early] in :mod:`gradproof.checking.context`).
     """
 
     def __init__(
@@ -743,7 +753,7 @@ def _measure_noise(
 
     With `normalise`, the direction is divided by ``sqrt(n)``, so the ladder
     moves the point as far as one coordinate's step, like a directional probe
-    (Note [Directional probes] in :mod:`gradproof.probes`).
+    (Note [Directional probes] in :mod:`gradproof.checking.probes`).
     """
     rng = np.random.default_rng(0)
     direction = rng.choice([-1.0, 1.0], size=x0.size) * np.maximum(1.0, np.abs(x0))

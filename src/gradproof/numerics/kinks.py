@@ -42,8 +42,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
-from gradproof.finite_diff import Samples, richardson, sample
-from gradproof.steps import offset_points
+from gradproof.numerics.finite_diff import Samples, richardson, sample
+from gradproof.numerics.steps import offset_points
 
 __all__ = ["KINK", "SMOOTH", "UNRESOLVED", "Resolution", "resolve_entries"]
 
@@ -173,8 +173,8 @@ def resolve_entries(
         tolerance): the step is not shrunk so far that round-off exceeds it.
     sampler : callable, optional
         ``sampler(fun, x, columns, *, indices) -> Samples`` that evaluates the
-        points: :func:`gradproof.finite_diff.sample` by default, or an
-        engine's ``sample`` (:mod:`gradproof.execution`).
+        points: :func:`gradproof.numerics.finite_diff.sample` by default, or an
+        engine's ``sample`` (:mod:`gradproof.engine.execution`).
 
     Returns
     -------

@@ -5,7 +5,7 @@ A central difference with step ``h`` has a truncation error that falls like
 error against the step is a V, whose bottom is near the step gradproof chooses
 (``default_relative_step(float64) * max(1, |x|)`` for a loss without noise, larger
 for a noisy one). :func:`step_sweep` measures
-that V for one entry; :func:`gradproof.plots.plot_step_sweep` draws it.
+that V for one entry; :func:`gradproof.report.figures.plot_step_sweep` draws it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FloatArray, Params
+from gradproof.engine.evaluator import LossEvaluator
 from gradproof.errors import InputError
-from gradproof.evaluation import LossEvaluator
+from gradproof.numerics.steps import default_relative_step
 from gradproof.results import CheckResult, ParamReport
-from gradproof.steps import default_relative_step
 from gradproof.tree import Leaf, ParamTree, format_index
 
 __all__ = ["DEFAULT_STEPS", "StepSweep", "default_entry", "step_sweep"]

@@ -2,7 +2,7 @@
 
 This is the numerical core: it knows nothing of parameter names, tolerances
 or verdicts, only of a function ``fun(x) -> float`` and the points to
-evaluate it at (see :mod:`gradproof.steps`). :func:`sample` evaluates the
+evaluate it at (see :mod:`gradproof.numerics.steps`). :func:`sample` evaluates the
 function with one coordinate moved at a time; the stencils in :data:`STENCILS`
 turn those samples into derivatives.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
-from gradproof.steps import CentralPoints
+from gradproof.numerics.steps import CentralPoints
 
 __all__ = [
     "STENCILS",
@@ -81,7 +81,7 @@ def sample(
         The point. It is not modified.
     columns : tuple of ndarray of shape (n,)
         For each of ``k`` offsets, the value every coordinate takes there
-        (from :func:`gradproof.steps.offset_points`).
+        (from :func:`gradproof.numerics.steps.offset_points`).
     indices : ndarray of int, optional
         The coordinates to sample, in order; all of them by default.
 
@@ -187,7 +187,7 @@ def stencil_derivative(
     Notes
     -----
     Two-point rules divide by the exact distance between their (rounded)
-    points (Note [Snapped steps] in :mod:`gradproof.steps`). The five-point
+    points (Note [Snapped steps] in :mod:`gradproof.numerics.steps`). The five-point
     rule uses the mean spacing of its outer points, whose rounding changes
     the estimate by a relative ``eps * |x| / h``, far below its accuracy.
     """
@@ -258,7 +258,8 @@ def central_differences(
     x : ndarray of shape (n,), float64
         The point. It is not modified.
     points : CentralPoints
-        The perturbed values of every coordinate, from :func:`~gradproof.steps.central_points`.
+        The perturbed values of every coordinate, from
+        :func:`~gradproof.numerics.steps.central_points`.
     indices : ndarray of int, optional
         The coordinates to estimate, in order; all of them by default.
 
@@ -277,7 +278,7 @@ def central_differences(
     Examples
     --------
     >>> import numpy as np
-    >>> from gradproof.steps import central_points
+    >>> from gradproof.numerics.steps import central_points
     >>> x = np.array([1.0, 2.0])
     >>> pts = central_points(x, [(slice(0, 2), np.dtype(np.float64))])
     >>> d = central_differences(lambda v: float(v[0] ** 2 + 3 * v[1]), x, pts)

@@ -25,13 +25,18 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FlatFunction, FloatArray
-from gradproof.evaluation import LossEvaluator
-from gradproof.execution import Engine
-from gradproof.finite_diff import Samples
-from gradproof.probes import SubsetFunction
-from gradproof.progress import Progress
-from gradproof.steps import step_sizes
-from gradproof.sweep import CoordinateProblem, Entries, judge_coordinates, unchecked_entries
+from gradproof.checking.probes import SubsetFunction
+from gradproof.checking.sweep import (
+    CoordinateProblem,
+    Entries,
+    judge_coordinates,
+    unchecked_entries,
+)
+from gradproof.engine.evaluator import LossEvaluator
+from gradproof.engine.execution import Engine
+from gradproof.engine.progress import Progress
+from gradproof.numerics.finite_diff import Samples
+from gradproof.numerics.steps import step_sizes
 from gradproof.tree import ParamTree
 
 __all__ = ["Context"]
@@ -103,7 +108,7 @@ class Context:
         Names a flat position, e.g. ``W1[3, 2]``.
     roundoff : ndarray of shape (n,) or None
         The relative rounding error of a loss value, per coordinate (Note
-        [Rounding of the values differenced] in :mod:`gradproof.sweep`).
+        [Rounding of the values differenced] in :mod:`gradproof.checking.sweep`).
     max_evals : int or None
         Evaluations the whole check may spend, set-up included.
     deadline : float or None
@@ -201,7 +206,7 @@ class Context:
         return self._relative_step
 
     def coordinate_problem(self, indices: npt.NDArray[np.intp] | None = None) -> CoordinateProblem:
-        """Return parameter entries as coordinates of the pipeline (:mod:`gradproof.sweep`).
+        """Return parameter entries as coordinates of the pipeline (see :mod:`.sweep`).
 
         Every entry by default. A subset (sorted flat positions) becomes the
         coordinates of a :class:`SubsetFunction`, so that the pipeline's arrays

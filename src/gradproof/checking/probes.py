@@ -29,7 +29,7 @@ Note [Directional probes]
     whole model.
 
     Probes are the coordinates of a :class:`ProbeFunction` ``F(t) = f(x + sum_j t_j v_j)``:
-    the coordinate pipeline of :mod:`gradproof.sweep` judges them exactly as
+    the coordinate pipeline of :mod:`gradproof.checking.sweep` judges them exactly as
     it judges parameter entries, kink test and Richardson re-measurement
     included. A :class:`SubsetFunction` does the same for a few chosen
     parameter entries of a large model, so that judging them costs arrays of
@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FloatArray
-from gradproof.evaluation import LossEvaluator
+from gradproof.engine.evaluator import LossEvaluator
 
 __all__ = [
     "Probe",

@@ -95,7 +95,7 @@ import numpy as np
 
 from gradproof._typing import FloatArray
 from gradproof.errors import InputError
-from gradproof.steps import machine_epsilon
+from gradproof.numerics.steps import machine_epsilon
 
 __all__ = [
     "AGREEMENT_FACTOR",

@@ -4,11 +4,11 @@ A *coordinate problem* is a scalar function of a flat vector, a point, the
 analytic derivative along each coordinate and the error model of its loss
 values. The coordinates are a model's parameter entries for a full or
 sampled sweep, or the step lengths along random directions for a directional
-probe (:mod:`gradproof.probes`): the same pipeline judges both (Note
-[Verdict pipeline] in :mod:`gradproof.check`, steps 4 and 5).
+probe (:mod:`gradproof.checking.probes`): the same pipeline judges both (Note
+[Verdict pipeline] in :mod:`gradproof.checking.check`, steps 4 and 5).
 
 Every evaluation goes through the problem's engine
-(:mod:`gradproof.execution`), so a sweep runs serially, batched, in a
+(:mod:`gradproof.engine.execution`), so a sweep runs serially, batched, in a
 process pool or on a cluster with identical results.
 """
 
@@ -24,12 +24,12 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
+from gradproof.engine.evaluator import LossEvaluator
 from gradproof.errors import InputError, UserCodeError
-from gradproof.evaluation import LossEvaluator
-from gradproof.finite_diff import STENCILS, Samples, richardson, stencil_derivative
-from gradproof.kinks import KINK, SMOOTH, UNRESOLVED, resolve_entries
-from gradproof.steps import machine_epsilon, offset_points, step_sizes
-from gradproof.tolerances import entry_tolerance
+from gradproof.numerics.finite_diff import STENCILS, Samples, richardson, stencil_derivative
+from gradproof.numerics.kinks import KINK, SMOOTH, UNRESOLVED, resolve_entries
+from gradproof.numerics.steps import machine_epsilon, offset_points, step_sizes
+from gradproof.numerics.tolerances import entry_tolerance
 
 __all__ = [
     "INCONCLUSIVE",
@@ -89,7 +89,7 @@ class CoordinateProblem:
     atol : float
         Absolute tolerance.
     method : str
-        The finite-difference method (see :data:`gradproof.check.METHODS`).
+        The finite-difference method (see :data:`gradproof.checking.check.METHODS`).
     groups : sequence of slice
         Coordinates that share a gradient scale (a parameter tensor), for the
         kink test.
@@ -99,7 +99,7 @@ class CoordinateProblem:
         Names coordinate ``i`` in messages.
     extra_bar : ndarray of shape (n,), optional
         An error bar added to every estimate's (the rounding of a probe's
-        points, see :mod:`gradproof.probes`).
+        points, see :mod:`gradproof.checking.probes`).
     evaluator : LossEvaluator, optional
         The plain evaluator, for the complex step (which runs serially).
     roundoff : ndarray of shape (n,), optional
@@ -204,7 +204,7 @@ def judge_coordinates(
     resolve : bool, optional
         Re-measure doubtful coordinates at shrinking steps (default). Without
         it, the first estimates are judged as they are: cheaper, for
-        measurements that only guide a search (:mod:`gradproof.directional`).
+        measurements that only guide a search (:mod:`gradproof.checking.directional`).
 
     Returns
     -------
@@ -422,7 +422,7 @@ def _resolve(
     doubtful: npt.NDArray[np.intp],
     level0: _CentralLevel | None,
 ) -> None:
-    """Re-measure doubtful coordinates (Note [Kink test] in gradproof.kinks), judge them again."""
+    """Re-measure doubtful coordinates (Note [Kink test] in numerics.kinks); judge them again."""
     p = problem
     x0 = p.x0
     if level0 is None:  # one-sided methods: sample the other side to start from a central pair

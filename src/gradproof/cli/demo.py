@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from gradproof import course
 from gradproof._typing import FloatArray
-from gradproof.check import check
+from gradproof.checking.check import check
 from gradproof.results import CheckResult
 
 __all__ = ["run_demo"]

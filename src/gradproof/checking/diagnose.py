@@ -28,14 +28,14 @@ Note [Models of a wrong gradient]
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from gradproof._typing import BoolArray, FloatArray
-from gradproof.tolerances import default_rtol
+from gradproof.numerics.tolerances import default_rtol
+from gradproof.results import Diagnosis
 from gradproof.tree import format_index
 
 __all__ = [
@@ -43,24 +43,10 @@ __all__ = [
     "FEW_ENTRIES_FRACTION",
     "FEW_ENTRIES_MIN",
     "SCALE_FIT_TOLERANCE",
-    "Diagnosis",
-    "DiagnosisKind",
     "diagnose_parameter",
     "diagnose_probes",
     "diagnose_swaps",
     "format_factor",
-]
-
-DiagnosisKind = Literal[
-    "non_finite",
-    "zero",
-    "transpose",
-    "sign",
-    "scale",
-    "few_entries",
-    "axis",
-    "swapped",
-    "unknown",
 ]
 
 SCALE_FIT_TOLERANCE = 1e-3
@@ -130,54 +116,6 @@ _LARGEST_SHOWN_TERM = 10**6
 """Largest numerator or denominator written as a fraction (1/m for up to a million examples)."""
 
 _SMALLEST_FRACTION = 1.0 / _LARGEST_SHOWN_TERM
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Diagnosis:
-    """The pattern of one parameter's wrong gradient.
-
-    Attributes
-    ----------
-    kind : DiagnosisKind
-        The pattern found: ``"non_finite"``, ``"zero"``, ``"transpose"``,
-        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"axis"``, ``"swapped"``
-        or ``"unknown"``.
-    summary : str
-        One line saying what the error looks like, e.g. ``analytic = 2 x numeric``.
-    hint : str
-        Where to look in the backward pass.
-    factor : float or None
-        For ``scale`` and ``sign``: the fitted ``k`` in ``analytic = k * numeric``;
-        for ``transpose``: the ``k`` in ``analytic = k * numeric.T``.
-    entries : tuple of tuple of int
-        For ``few_entries``: the index of every wrong entry, in C order.
-    axis : int or None
-        For ``axis``: the axis along which the error is the same, or across
-        whose slices the wrong entries lie.
-    partner : str or None
-        For ``swapped``: the parameter whose gradient this one's analytic
-        gradient is.
-    """
-
-    kind: DiagnosisKind
-    summary: str
-    hint: str
-    factor: float | None = None
-    entries: tuple[tuple[int, ...], ...] = ()
-    axis: int | None = None
-    partner: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {
-            "kind": self.kind,
-            "summary": self.summary,
-            "hint": self.hint,
-            "factor": self.factor,
-            "entries": [list(index) for index in self.entries],
-            "axis": self.axis,
-            "partner": self.partner,
-        }
 
 
 def format_factor(k: float, tolerance: float = SCALE_FIT_TOLERANCE) -> str:

@@ -42,10 +42,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from gradproof.context import Context
-from gradproof.probes import Probe, ProbeFunction, probe_analytic, probe_weights, rounding_bar
+from gradproof.checking.context import Context
+from gradproof.checking.probes import (
+    Probe,
+    ProbeFunction,
+    probe_analytic,
+    probe_weights,
+    rounding_bar,
+)
+from gradproof.checking.sweep import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    CoordinateProblem,
+    Entries,
+    judge_coordinates,
+)
 from gradproof.results import ProbeReport, Verdict
-from gradproof.sweep import FAIL, INCONCLUSIVE, PASS, CoordinateProblem, Entries, judge_coordinates
 from gradproof.tree import format_index
 
 __all__ = [

@@ -25,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
+from gradproof.engine.randomness import reseed
 from gradproof.errors import InputError, UserCodeError
-from gradproof.randomness import reseed
 from gradproof.tree import ParamTree, format_index
 
 __all__ = ["LossEvaluator", "analytic_gradient", "scalar_loss"]
