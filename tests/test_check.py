@@ -567,17 +567,52 @@ def test_a_pickled_result_keeps_its_arrays_read_only(network):
     assert not report.analytic.flags.writeable and not report.numeric.flags.writeable
 
 
-def test_the_pass_through_options_are_options_of_check():
+def test_check_options_are_exactly_the_keywords_of_check():
     import inspect
 
-    from gradproof.checking.check import PASS_THROUGH_OPTIONS
+    from gradproof.checking.options import CheckOptions
 
-    keywords = {
+    keywords = [
         name
         for name, parameter in inspect.signature(check).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    assert keywords >= PASS_THROUGH_OPTIONS
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "loss_batch"
+    ]
+    assert sorted(keywords) == sorted(CheckOptions.names())
+    # Same defaults: the keyword API and the options object are one surface.
+    defaults = CheckOptions()
+    for name in keywords:
+        assert inspect.signature(check).parameters[name].default == getattr(defaults, name), name
+
+
+def test_check_options_validate_when_made_and_name_unknown_keywords():
+    from gradproof.checking.options import CheckOptions
+
+    with pytest.raises(InputError, match=r"`n_probes` must be a positive integer; got 0"):
+        CheckOptions(n_probes=0)
+    with pytest.raises(InputError, match=r"Unknown option `rtl` for `my_adapter`.*`rtol`"):
+        CheckOptions.from_keywords({"rtl": 1e-3}, function="my_adapter")
+    with pytest.raises(InputError, match=r"Unknown option `seed`"):
+        CheckOptions.from_keywords({"seed": 1}, function="my_adapter", handled=("seed",))
+    base = CheckOptions(max_evals=2000, progress=False)
+    options = CheckOptions.from_keywords({"rtol": 1e-3}, function="guard", base=base)
+    assert (options.rtol, options.max_evals, options.progress) == (1e-3, 2000, False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.rtol = 1.0  # type: ignore[misc]
+
+
+def test_check_with_options_gives_what_check_gives(network):
+    from gradproof.checking.check import check_with_options
+    from gradproof.checking.options import CheckOptions
+
+    options = CheckOptions(mode="directional", n_probes=2, seed=3)
+    through_options = check_with_options(
+        network.loss, network.shipped_grad, network.params, options
+    )
+    through_keywords = check(
+        network.loss, network.shipped_grad, network.params, mode="directional", n_probes=2, seed=3
+    )
+    assert through_options.suspects == through_keywords.suspects == ("b1", "W2")
+    assert through_options.n_evals == through_keywords.n_evals
 
 
 # -- how many entries a report lists --------------------------------------------------------------

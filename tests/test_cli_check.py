@@ -572,7 +572,7 @@ def test_sys_exit_reported_by_the_check_as_user_code_error_exits_2(model, monkey
         except SystemExit as cause:
             raise UserCodeError("`loss` raised SystemExit at w[2]: 1", function="loss") from cause
 
-    monkeypatch.setattr(sys.modules["gradproof.checking.check"], "check", exits)
+    monkeypatch.setattr(sys.modules["gradproof.checking.check"], "check_with_options", exits)
     result = invoke(*check_args(model))
     assert result.exit_code == 2, result.output
     assert "your code called sys.exit(1) (`loss` raised SystemExit at w[2]: 1)" in result.stderr
@@ -617,8 +617,7 @@ def test_a_partial_result_is_reported_before_the_error(model, monkeypatch, tmp_p
             error.partial_result = partial
             raise error from cause
 
-    # `gradproof.check` is also the function's name in the package: patch the module's.
-    monkeypatch.setattr(sys.modules["gradproof.checking.check"], "check", stopped)
+    monkeypatch.setattr(sys.modules["gradproof.checking.check"], "check_with_options", stopped)
     out_file = tmp_path / "partial.json"
     result = invoke(*check_args(model), "--json", "--json-out", str(out_file))
     assert result.exit_code == 2, result.output

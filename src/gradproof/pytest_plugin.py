@@ -50,7 +50,7 @@ from typing import Any
 
 import pytest
 
-from gradproof.checking.check import MODES
+from gradproof.checking.options import MODES
 from gradproof.errors import InputError
 from gradproof.testing import GradientAssertions
 

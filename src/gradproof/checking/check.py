@@ -50,6 +50,7 @@ from gradproof.checking.diagnose import (
     diagnose_swaps,
 )
 from gradproof.checking.directional import DirectionalOutcome, check_directional
+from gradproof.checking.options import MAX_LISTED_ENTRIES, METHODS, MODES, CheckOptions
 from gradproof.checking.sweep import (
     FAIL,
     INCONCLUSIVE,
@@ -92,40 +93,11 @@ __all__ = [
     "MAX_LISTED_ENTRIES",
     "METHODS",
     "MODES",
-    "PASS_THROUGH_OPTIONS",
+    "CheckOptions",
     "NondeterministicLossError",
     "check",
+    "check_with_options",
 ]
-
-MAX_LISTED_ENTRIES = 20
-"""How many wrong (or inconclusive) entries each parameter report lists, worst first."""
-
-METHODS = ("central", "forward", "backward", "central4", "richardson", "complex")
-"""The finite-difference methods :func:`check` accepts."""
-
-MODES = ("auto", "full", "directional", "sampled")
-"""The strategies :func:`check` accepts (Note [Choosing a strategy])."""
-
-PASS_THROUGH_OPTIONS = frozenset(
-    {
-        "atol",
-        "eps",
-        "executor",
-        "max_evals",
-        "max_listed",
-        "method",
-        "mode",
-        "n_probes",
-        "n_samples",
-        "noise",
-        "progress",
-        "rel_step",
-        "rtol",
-        "time_budget",
-    }
-)
-"""Options of :func:`check` that code building the loss itself (the adapters, the guards)
-passes through unchanged."""
 
 AUTO_FULL_ENTRIES = 10_000
 """Without a budget, ``mode="auto"`` sweeps every entry of models up to this size."""
@@ -319,29 +291,63 @@ def check(
     >>> [e.name for e in found["params"].failures], found.n_evals < 100
     (['params[12345]'], True)
     """
+    options = CheckOptions(
+        mode=mode, method=method, eps=eps, rel_step=rel_step, rtol=rtol, atol=atol, seed=seed,
+        precision=precision, noise=noise, max_evals=max_evals, time_budget=time_budget,
+        n_probes=n_probes, n_samples=n_samples, executor=executor, batch_size=batch_size,
+        progress=progress, max_listed=max_listed,
+    )  # fmt: skip
+    return check_with_options(loss, grad, params, options, loss_batch=loss_batch)
+
+
+def check_with_options(
+    loss: LossFunction,
+    grad: GradFunction | Params,
+    params: Params,
+    options: CheckOptions,
+    *,
+    loss_batch: LossFunction | None = None,
+) -> CheckResult:
+    """Run :func:`check` with its options as one object: what adapters and front ends call.
+
+    Parameters
+    ----------
+    loss, grad, params
+        As for :func:`check`.
+    options : CheckOptions
+        Every option of :func:`check`, validated.
+    loss_batch : callable, optional
+        As for :func:`check`.
+
+    Returns
+    -------
+    CheckResult
+        The same result :func:`check` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> options = CheckOptions(mode="full", rtol=1e-6)
+    >>> check_with_options(lambda w: float(w @ w), lambda w: 2 * w, np.ones(3), options).passed
+    True
+    """
     started = time.perf_counter()
-    _validate_options(loss, method, precision, rtol, atol, seed)
-    _validate_max_listed(max_listed)
-    _validate_strategy(mode, max_evals, time_budget, n_probes, n_samples, loss_batch, batch_size)
+    _validate_functions(loss, loss_batch, options.batch_size)
     tree, x0 = ParamTree.flatten(params)
-    _require_budget_covers_set_up(max_evals, tree, method, precision, loss_batch)
-    deadline = None if time_budget is None else time.monotonic() + float(time_budget)
+    _require_budget_covers_set_up(options, tree, loss_batch)
+    budget = options.time_budget
+    deadline = None if budget is None else time.monotonic() + float(budget)
     # Note [The caller's world is left as found]: re-seeding reaches the global generators.
     with preserved_random_state():
-        run = _Run(tree=tree, x0=x0, method=method, seed=seed, max_listed=max_listed)
+        run = _Run(tree=tree, x0=x0, options=options)
         try:
-            ctx, chosen = _set_up(
-                run, loss, grad, eps=eps, rel_step=rel_step, rtol=rtol, atol=atol,
-                precision=precision, noise=noise, max_evals=max_evals, time_budget=time_budget,
-                deadline=deadline, mode=mode, executor=executor, loss_batch=loss_batch,
-                batch_size=batch_size, progress=progress,
-            )  # fmt: skip
+            ctx, chosen = _set_up(run, loss, grad, loss_batch=loss_batch, deadline=deadline)
         except KeyboardInterrupt:
             run.stop.record("interrupt")
             return run.result(started)
         try:
             with ctx.progress:
-                _measure(run, ctx, chosen, n_probes=n_probes, n_samples=n_samples)
+                _measure(run, ctx, chosen)
         finally:
             if run.owns_engine:
                 ctx.engine.close()
@@ -369,12 +375,9 @@ class _Run:
         what was measured (Note [Stopping early] in :mod:`gradproof.checking.context`).
     """
 
-    def __init__(
-        self, *, tree: ParamTree, x0: FloatArray, method: str, seed: int | None,
-        max_listed: int | None,
-    ) -> None:  # fmt: skip
-        self.tree, self.x0, self.method, self.seed = tree, x0, method, seed
-        self.max_listed = max_listed
+    def __init__(self, *, tree: ParamTree, x0: FloatArray, options: CheckOptions) -> None:
+        self.tree, self.x0, self.options = tree, x0, options
+        self.method, self.seed, self.max_listed = options.method, options.seed, options.max_listed
         self.stop = StopState()
         self.notes: list[str] = []
         self.analytic = np.full(x0.size, np.nan)
@@ -438,20 +441,8 @@ def _set_up(
     loss: LossFunction,
     grad: GradFunction | Params,
     *,
-    eps: float | None,
-    rel_step: float | None,
-    rtol: float | None,
-    atol: float,
-    precision: str,
-    noise: bool,
-    max_evals: int | None,
-    time_budget: float | None,
-    deadline: float | None,
-    mode: str,
-    executor: Executor | Engine | int | None,
     loss_batch: LossFunction | None,
-    batch_size: int | None,
-    progress: bool | None,
+    deadline: float | None,
 ) -> tuple[Context, str]:
     """Evaluate the point, read the gradient, measure the noise, choose the strategy and engine.
 
@@ -459,6 +450,9 @@ def _set_up(
     `run` as soon as it is known, so that Ctrl-C here still gives a result.
     """
     tree, x0, method, seed = run.tree, run.x0, run.method, run.seed
+    options = run.options
+    eps, rel_step, atol, max_evals = options.eps, options.rel_step, options.atol, options.max_evals
+    rtol, precision, time_budget = options.rtol, options.precision, options.time_budget
     run.eps, run.rel_step, run.atol, run.max_evals = eps, rel_step, atol, max_evals
     run.order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
     evaluator = LossEvaluator(loss, tree, seed)
@@ -509,15 +503,14 @@ def _set_up(
     run.sampling = sampling
     run.n_evals = evaluator.n_calls
     machine_eps = _per_coordinate(sampling, x0.size, machine_epsilon)
-    engine = make_engine(
-        executor, batch_size=(batch_size or 64) if loss_batch is not None else None
-    )
+    batch_size = (options.batch_size or 64) if loss_batch is not None else None
+    engine = make_engine(options.executor, batch_size=batch_size)
     # An engine the caller passed in is theirs to close; one made here is closed by check().
-    run.owns_engine = engine is not executor
+    run.owns_engine = engine is not options.executor
     run.engine_description = engine.description
     try:
         run.budget = budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
-        measures_noise = noise and method != "complex"
+        measures_noise = options.noise and method != "complex"
         least = evaluator.n_calls + _least_measurement(tree, method)
         if time_budget is not None and budget is not None and budget < least:
             raise InputError(
@@ -534,7 +527,7 @@ def _set_up(
                 f"within the budget of {budget} evaluations; rounding-level noise was assumed."
             )
         spent = evaluator.n_calls + (5 * NOISE_POINTS if measures_noise else 0)
-        chosen = run.mode = _choose_mode(mode, x0.size, method, budget, spent)
+        chosen = run.mode = _choose_mode(options.mode, x0.size, method, budget, spent)
         if measures_noise:
             try:
                 run.estimate = _measure_noise(
@@ -567,7 +560,7 @@ def _set_up(
             rel_step=rel_step,
             probe_seed=0 if seed is None else int(seed),
             engine=engine,
-            progress=Progress(0, enabled=progress),
+            progress=Progress(0, enabled=options.progress),
             describe=describe,
             set_up_evals=evaluator.n_calls,
             roundoff=ROUNDOFF_FACTOR * machine_eps,
@@ -584,7 +577,7 @@ def _set_up(
     return ctx, chosen
 
 
-def _measure(run: _Run, ctx: Context, chosen: str, *, n_probes: int, n_samples: int | None) -> None:
+def _measure(run: _Run, ctx: Context, chosen: str) -> None:
     """Take and judge the finite differences with the chosen strategy (steps 4 and 5).
 
     Note [Non-finite gradient entries]
@@ -605,7 +598,7 @@ def _measure(run: _Run, ctx: Context, chosen: str, *, n_probes: int, n_samples: 
                 patched[non_finite] = np.nan_to_num(known.numeric[non_finite])
                 probed = dataclasses.replace(ctx, analytic=patched)
             run.outcome = check_directional(
-                probed, n_probes=n_probes, localise=True, max_evals=run.budget
+                probed, n_probes=run.options.n_probes, localise=True, max_evals=run.budget
             )
             entries = run.outcome.entries or unchecked_entries(ctx.analytic, ctx.rtol, ctx.atol)
             entries.interrupted = run.outcome.interrupted
@@ -613,7 +606,7 @@ def _measure(run: _Run, ctx: Context, chosen: str, *, n_probes: int, n_samples: 
                 entries = _merged(entries, known, non_finite, ctx.analytic)
             run.notes.extend(run.outcome.notes)
         elif chosen == "sampled":
-            count = n_samples or _samples_in_budget(run.budget, ctx.n_evals, ctx.method)
+            count = run.options.n_samples or _samples_in_budget(run.budget, ctx.n_evals, ctx.method)
             indices = np.union1d(sample_indices(ctx.tree, count, ctx.probe_seed), non_finite)
             entries = ctx.judge_entries(indices)
         else:
@@ -661,37 +654,22 @@ def _stop_note(reason: str, budget: int | None, entries: Entries, mode: str) -> 
 
 
 # -- set-up ---------------------------------------------------------------------------------------
-def _validate_options(
-    loss: object, method: str, precision: str, rtol: float | None, atol: float, seed: object
-) -> None:
+def _validate_functions(loss: object, loss_batch: object, batch_size: int | None) -> None:
+    """Refuse a loss (or batched loss) that is not a function, or a batch size without one."""
     if not callable(loss):
         raise InputError(
             f"`loss` must be a function of the parameters returning a scalar; got a "
             f"{type(loss).__name__}. Pass e.g. `lambda p: model_loss(X, Y, p)`."
         )
-    if method not in METHODS:
-        choices = ", ".join(repr(m) for m in METHODS)
-        raise InputError(f"`method` must be one of {choices}; got {method!r}.")
-    if precision not in ("auto", "native"):
-        raise InputError(f"`precision` must be 'auto' or 'native'; got {precision!r}.")
-    for label, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (np.isfinite(value) and value >= 0):
-            raise InputError(
-                f"`{label}` must be a non-negative finite number; got {value!r}. "
-                "Leave it unset for the default."
-            )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise InputError(f"`seed` must be an integer or None; got {seed!r}.")
-
-
-def _validate_max_listed(max_listed: object) -> None:
-    if max_listed is None:
-        return
-    if isinstance(max_listed, bool) or not isinstance(max_listed, (int, np.integer)):
-        raise InputError(f"`max_listed` must be an integer or None; got {max_listed!r}.")
-    if max_listed < 0:
+    if loss_batch is not None and not callable(loss_batch):
         raise InputError(
-            f"`max_listed` must be 0 or more; got {max_listed}. Pass None to list every entry."
+            f"`loss_batch` must be a function of stacked parameters; got a "
+            f"{type(loss_batch).__name__}."
+        )
+    if batch_size is not None and loss_batch is None:
+        raise InputError(
+            "`batch_size` was given without `loss_batch`; pass the loss's batched form as "
+            "`loss_batch=` (e.g. a vmap of the loss), or drop `batch_size`."
         )
 
 
@@ -794,50 +772,6 @@ def _working_dtype(param_dtype: np.dtype[Any], loss_dtype: np.dtype[Any]) -> np.
     )
 
 
-def _validate_strategy(
-    mode: str,
-    max_evals: int | None,
-    time_budget: float | None,
-    n_probes: int,
-    n_samples: int | None,
-    loss_batch: object,
-    batch_size: int | None,
-) -> None:
-    if mode not in MODES:
-        choices = ", ".join(repr(m) for m in MODES)
-        raise InputError(f"`mode` must be one of {choices}; got {mode!r}.")
-    for label, count, least in (
-        ("max_evals", max_evals, 1),
-        ("n_samples", n_samples, 1),
-        ("batch_size", batch_size, 1),
-    ):
-        if count is not None and (
-            isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < least
-        ):
-            raise InputError(
-                f"`{label}` must be a positive integer; got {count!r}. Leave it unset for "
-                "the default."
-            )
-    if isinstance(n_probes, bool) or not isinstance(n_probes, (int, np.integer)) or n_probes < 1:
-        raise InputError(f"`n_probes` must be a positive integer; got {n_probes!r}.")
-    if time_budget is not None and not (
-        isinstance(time_budget, (int, float)) and math.isfinite(time_budget) and time_budget > 0
-    ):
-        raise InputError(
-            f"`time_budget` must be a positive number of seconds; got {time_budget!r}."
-        )
-    if loss_batch is not None and not callable(loss_batch):
-        raise InputError(
-            f"`loss_batch` must be a function of stacked parameters; got a "
-            f"{type(loss_batch).__name__}."
-        )
-    if batch_size is not None and loss_batch is None:
-        raise InputError(
-            "`batch_size` was given without `loss_batch`; pass the loss's batched form as "
-            "`loss_batch=` (e.g. a vmap of the loss), or drop `batch_size`."
-        )
-
-
 def _require_batch_agrees(evaluator: LossEvaluator, x0: FloatArray, f0: float) -> None:
     """Refuse a batched loss that does not compute the loss (checked on two stacked points)."""
     assert evaluator.batch is not None
@@ -858,13 +792,10 @@ def _least_measurement(tree: ParamTree, method: str) -> int:
 
 
 def _require_budget_covers_set_up(
-    max_evals: int | None,
-    tree: ParamTree,
-    method: str,
-    precision: str,
-    loss_batch: object,
+    options: CheckOptions, tree: ParamTree, loss_batch: object
 ) -> None:
     """Refuse a `max_evals` too small for any verdict, naming the minimum."""
+    max_evals, method, precision = options.max_evals, options.method, options.precision
     if max_evals is None:
         return
     set_up = 3  # the loss at the point, then twice more to see that it repeats

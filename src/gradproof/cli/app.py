@@ -523,8 +523,8 @@ def check(
     Loads TARGET, calls the loss and gradient functions at the parameters, and
     compares the gradient with finite differences, parameter by parameter.
     """
-    from gradproof.checking.check import MAX_LISTED_ENTRIES
-    from gradproof.checking.check import check as run_check
+    from gradproof.checking.check import check_with_options
+    from gradproof.checking.options import MAX_LISTED_ENTRIES, CheckOptions
     from gradproof.cli.target import (
         format_user_traceback,
         load_params,
@@ -553,10 +553,7 @@ def check(
         if executor > 1:
             send_by_value(module)
         with deadline:
-            result = run_check(
-                loss_fn,
-                grad_fn,
-                point,
+            options = CheckOptions(
                 mode=mode.value,
                 method=method.value,
                 rtol=rtol,
@@ -572,6 +569,7 @@ def check(
                 # --verbose lists every wrong and inconclusive entry, in every report.
                 max_listed=None if verbose else MAX_LISTED_ENTRIES,
             )
+            result = check_with_options(loss_fn, grad_fn, point, options)
     except KeyboardInterrupt:
         if deadline.fired:
             _fail(

@@ -8,14 +8,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gradproof._typing import GradFunction, LossFunction, Params
-from gradproof.checking.check import PASS_THROUGH_OPTIONS, check
+from gradproof.checking.check import check_with_options
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import InputError
 from gradproof.guard._core import _Guard
 from gradproof.results import CheckResult
 
 __all__ = ["GradientGuard"]
 
-_NUMPY_OPTIONS = PASS_THROUGH_OPTIONS | {"precision"}
+_NUMPY_OPTIONS = frozenset(CheckOptions.names()) - {"seed", "batch_size"}
 """The options of :func:`gradproof.check` a :class:`GradientGuard` passes through."""
 
 
@@ -145,6 +146,8 @@ class GradientGuard(_Guard):
         )
         self.loss = loss
         self.grad = grad
+        # Validated now, not at the first due step (a typo fails before training starts).
+        self._options = CheckOptions(**self.check_options, seed=self.seed)
 
     def __call__(self, step: int, params: Params) -> CheckResult | None:
         """Run a check at `step` if one is due.
@@ -214,4 +217,4 @@ class GradientGuard(_Guard):
         return guarded
 
     def _check(self, params: Params) -> CheckResult:
-        return check(self.loss, self.grad, params, seed=self.seed, **self.check_options)
+        return check_with_options(self.loss, self.grad, params, self._options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from gradproof.checking.check import PASS_THROUGH_OPTIONS
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import InputError
 from gradproof.guard._core import _Guard
 from gradproof.results import CheckResult
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TORCH_OPTIONS", "TorchGradientGuard"]
 
-TORCH_OPTIONS = PASS_THROUGH_OPTIONS | {"batch_size", "precision", "vmap"}
+TORCH_OPTIONS = (frozenset(CheckOptions.names()) - {"seed"}) | {"vmap"}
 """The options of :func:`gradproof.torch.check_module` a PyTorch guard passes through."""
 
 

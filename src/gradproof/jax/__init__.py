@@ -58,7 +58,9 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.checking.check import check
+from gradproof._typing import Params
+from gradproof.checking.check import check_with_options
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import BackendUnavailableError
 from gradproof.results import CheckResult
 
@@ -218,6 +220,7 @@ def check_function(
     """
     started = time.perf_counter()
     _validate(fn, options, n_cotangents, batch_size)
+    checked = CheckOptions(**options)
     chosen_modes = _validate_modes(modes)
     precision = options.get("precision", "auto")
     x64 = precision != "native"
@@ -242,12 +245,12 @@ def check_function(
         for cotangent, gradient in zip(cotangents, gradients, strict=True):
             loss = _Loss(program, cotangent, arguments.extract)
             reverse.append(
-                check(
+                _check(
                     loss,
                     arguments.container(gradient),
                     arguments.container(arguments.values),
-                    **program.batch_options(loss.batch),
-                    **options,
+                    checked,
+                    program.batch_options(loss.batch),
                 )
             )
             if reverse[-1].interrupted:
@@ -256,11 +259,24 @@ def check_function(
     if forward is not None and not (reverse and reverse[-1].interrupted):
         tangents, jvps = forward
         loss = _Loss(program, cotangents[0], _Along(arguments, tangents))
-        forward_result = check(
+        forward_result = _check(
             loss,
             {JVP_PREFIX: arguments.container([np.float64(v) for v in jvps])},
             {JVP_PREFIX: arguments.container([np.zeros((), d) for d in arguments.proxies])},
-            **program.batch_options(loss.batch),
-            **{**options, "mode": "full"},
+            checked.replace(mode="full"),
+            program.batch_options(loss.batch),
         )
     return _merge(reverse, forward_result, notes, started)
+
+
+def _check(
+    loss: _Loss, grad: Params, params: Params, options: CheckOptions, batching: dict[str, Any]
+) -> CheckResult:
+    """Run the check, batched through `loss.batch` when `batching` says it works."""
+    return check_with_options(
+        loss,
+        grad,
+        params,
+        options.replace(batch_size=batching.get("batch_size")),
+        loss_batch=batching.get("loss_batch"),
+    )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from gradproof.checking.check import check
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import InputError
 
 MODES = ("rev", "fwd")
@@ -26,7 +25,7 @@ def _validate(
             f"`fn` must be a JAX function of the arguments; got a {type(fn).__name__}. Pass "
             "the function itself, e.g. `check_function(my_layer, x, w)`."
         )
-    allowed = [name for name in inspect.signature(check).parameters if name not in _RESERVED]
+    allowed = [name for name in CheckOptions.names() if name not in _RESERVED]
     unknown = [name for name in options if name not in allowed]
     if unknown:
         listed = ", ".join(f"`{name}`" for name in dict.fromkeys((*_OWN_OPTIONS, *allowed)))

@@ -223,7 +223,7 @@ def check_function(
     'analytic = 2/3 × numeric on every entry'
     """
     started = time.perf_counter()
-    options = _check_options(options)
+    checked = _check_options(options, "gradproof.torch.check_function")
     _validate(jacobian, "jacobian", JACOBIAN_CHOICES)
     _validate(precision, "precision", PRECISIONS)
     if isinstance(n_cotangents, bool) or not isinstance(n_cotangents, int) or n_cotangents < 1:
@@ -250,7 +250,7 @@ def check_function(
         families.append(_SecondOrder.build(problem, rng=rng))
     notes = [*(family.description for family in families), *problem.notes]
     combined = _Combined(families)
-    result = _run_problem(combined, vmap=vmap, seed=seed, options=options, notes=notes)
+    result = _run_problem(combined, vmap=vmap, seed=seed, options=checked, notes=notes)
     notes.append(
         f"`fn` ran {problem.n_forward} times forward and its backward {problem.n_backward} "
         f"times ({result.n_evals} loss evaluations; points already evaluated are reused)."
@@ -335,7 +335,7 @@ def check_module(
     (True, ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
     started = time.perf_counter()
-    options = _check_options(options)
+    checked = _check_options(options, "gradproof.torch.check_module")
     _validate(precision, "precision", PRECISIONS)
     if not isinstance(module, torch.nn.Module):
         raise InputError(
@@ -350,7 +350,7 @@ def check_module(
     problem = _ModuleProblem.build(module, inputs, loss_fn, precision=precision, seed=seed)
     _check_module_structure(problem)
     notes = list(problem.notes)
-    result = _run_problem(problem, vmap=vmap, seed=seed, options=options, notes=notes)
+    result = _run_problem(problem, vmap=vmap, seed=seed, options=checked, notes=notes)
     return dataclasses.replace(
         result, notes=(*result.notes, *notes), seconds=time.perf_counter() - started
     )

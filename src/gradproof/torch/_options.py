@@ -7,30 +7,27 @@ from typing import Any
 
 import torch
 
-from gradproof.checking.check import PASS_THROUGH_OPTIONS
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import InputError
 
-CHECK_OPTIONS = PASS_THROUGH_OPTIONS | {"batch_size"}
+_HANDLED = ("seed", "precision")
+"""Options the adapter takes itself (with its own meaning) rather than passing them on."""
+
+CHECK_OPTIONS = frozenset(CheckOptions.names()) - frozenset(_HANDLED)
 """The options of :func:`gradproof.check` that the adapters pass through unchanged."""
 
 JACOBIAN_CHOICES = ("auto", "full", "random")
 PRECISIONS = ("auto", "native")
 
 
-def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - CHECK_OPTIONS)
-    if unknown:
-        extra = (
-            " The adapter builds `loss_batch` itself (pass `vmap=`) and handles `precision` "
-            "before calling gradproof.check."
-            if {"loss_batch"} & set(unknown)
-            else ""
-        )
+def _check_options(options: Mapping[str, Any], function: str) -> CheckOptions:
+    """Validate an adapter's ``**options`` as :class:`CheckOptions` (naming unknown ones)."""
+    if "loss_batch" in options:
         raise InputError(
-            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"the options passed to gradproof.check are {', '.join(sorted(CHECK_OPTIONS))}.{extra}"
+            "Unknown option `loss_batch`: the adapter builds `loss_batch` itself (pass `vmap=`) "
+            "and handles `precision` before calling gradproof.check."
         )
-    return dict(options)
+    return CheckOptions.from_keywords(options, function=function, handled=_HANDLED)
 
 
 def _validate(value: object, label: str, choices: tuple[str, ...]) -> None:

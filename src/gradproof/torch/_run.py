@@ -10,7 +10,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from gradproof.checking.check import check
+from gradproof.checking.check import check_with_options
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import GradproofError, InputError, UserCodeError
 from gradproof.results import CheckResult
 from gradproof.torch._convert import Array, _describe_error
@@ -62,11 +63,11 @@ def _use_vmap(vmap: bool | None, trials: list[Callable[[], None]], notes: list[s
 
 
 def _drop_batch_size(
-    options: dict[str, Any], loss_batch: object | None, notes: list[str]
-) -> dict[str, Any]:
-    if loss_batch is None and options.get("batch_size") is not None:
+    options: CheckOptions, loss_batch: object | None, notes: list[str]
+) -> CheckOptions:
+    if loss_batch is None and options.batch_size is not None:
         notes.append("`batch_size` was ignored: the evaluation is not batched.")
-        return {k: v for k, v in options.items() if k != "batch_size"}
+        return options.replace(batch_size=None)
     return options
 
 
@@ -104,7 +105,7 @@ def _run_problem(
     *,
     vmap: bool | None,
     seed: int | None,
-    options: dict[str, Any],
+    options: CheckOptions,
     notes: list[str],
 ) -> CheckResult:
     """Batch the evaluation where ``torch.func.vmap`` can (noted), then run the check."""
@@ -129,19 +130,18 @@ def _run_check(
     *,
     loss_batch: Callable[[Mapping[str, Array]], Array] | None,
     seed: int | None,
-    options: dict[str, Any],
+    options: CheckOptions,
 ) -> CheckResult:
     """Run gradproof.check on the aliases; report (and fail) under the displayed names."""
     rename = _renamer(names)
     try:
-        result = check(
+        result = check_with_options(
             loss,
             gradient,
             params,
-            seed=seed,
-            precision="native",  # the adapter chose the precision already
+            # The adapter chose the precision already.
+            options.replace(seed=seed, precision="native"),
             loss_batch=loss_batch,
-            **options,
         )
     except GradproofError as error:
         if error.args and isinstance(error.args[0], str):
