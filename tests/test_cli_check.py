@@ -329,7 +329,7 @@ def test_loss_failing_in_the_sweep_shows_the_users_traceback(model, tmp_path):
     assert "--no-sweep" in result.stderr
     assert "w[0] left its valid range" in result.stderr
     assert "user_model.py" in result.stderr
-    assert "gradproof/cli.py" not in result.stderr
+    assert "gradproof/cli/app.py" not in result.stderr
 
 
 def test_help_documents_the_exit_codes():

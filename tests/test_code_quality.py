@@ -88,3 +88,16 @@ def _cycles(graph):
         if module not in index:
             visit(module)
     return found
+
+
+def test_the_architecture_page_draws_the_contracted_layers():
+    """docs/architecture.md's diagram names every layer of the import-linter contract."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (layers_contract,) = [
+        c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    ]
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    diagram = page.split("```mermaid", 1)[1].split("```", 1)[0]
+    for layer in layers_contract["layers"]:
+        assert f'"{layer}' in diagram or f"{layer}:" in diagram or f'["{layer}' in diagram, layer

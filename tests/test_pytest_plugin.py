@@ -53,7 +53,7 @@ def test_a_failing_check_shows_the_report_at_the_users_line(pytester):
     ):
         assert expected in out, expected
     assert not [line for line in result.stdout.lines if "gradproof/testing.py" in line]
-    assert not [line for line in result.stdout.lines if "gradproof/check.py" in line]
+    assert not [line for line in result.stdout.lines if "gradproof/checking/check.py" in line]
 
 
 def test_without_tracebackhide_gradproofs_frames_would_show(pytester):

@@ -408,7 +408,7 @@ def test_inputs_that_do_not_require_grad_are_refused_with_the_fix():
         ({"jacobian": "all"}, "`jacobian` must be one of 'auto', 'full', 'random'; got 'all'"),
         ({"n_cotangents": 0}, "`n_cotangents` must be a positive integer"),
         ({"precision": "double"}, "`precision` must be one of 'auto', 'native'"),
-        ({"loss_batch": len}, "Unknown option 'loss_batch'.*`vmap=`"),
+        ({"loss_batch": len}, "Unknown option `loss_batch`.*`vmap=`"),
         ({"rtol": -1.0}, "`rtol` must be a non-negative finite number"),
     ],
     ids=["jacobian", "n_cotangents", "precision", "loss_batch", "rtol"],
