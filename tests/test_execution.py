@@ -24,7 +24,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-import gradproof.engine.execution as execution
+from gradproof.engine import pools, processes, scripts
 from gradproof.engine.execution import (
     Engine,
     ExecutorEngine,
@@ -65,9 +65,9 @@ def pools_always_pay_off(monkeypatch):
 
     The tests of the small-work fallback restore the real thresholds.
     """
-    monkeypatch.setattr(execution, "_POOL_START_SECONDS", 0.0)
-    monkeypatch.setattr(execution, "_DISPATCH_SECONDS", 0.0)
-    monkeypatch.setattr(execution, "_CALIBRATION_SECONDS", 0.0)
+    monkeypatch.setattr(processes, "_POOL_START_SECONDS", 0.0)
+    monkeypatch.setattr(pools, "_DISPATCH_SECONDS", 0.0)
+    monkeypatch.setattr(pools, "_CALIBRATION_SECONDS", 0.0)
 
 
 def assert_identical(actual: Samples, expected: Samples) -> None:
@@ -416,8 +416,8 @@ class SilentExecutor(Executor):
 
 
 def test_tasks_that_never_answer_are_lost_twice_then_worker_lost_error(monkeypatch):
-    monkeypatch.setattr(execution, "_STALL_SECONDS", 0.2)
-    monkeypatch.setattr(execution, "_TASK_SECONDS", 0.001)  # so that 0.2 s is the stall
+    monkeypatch.setattr(pools, "_STALL_SECONDS", 0.2)
+    monkeypatch.setattr(pools, "_TASK_SECONDS", 0.001)  # so that 0.2 s is the stall
     silent = SilentExecutor()
     with ExecutorEngine(silent, workers=2) as engine:
         result = engine.sample(sines, X, COLUMNS)
@@ -579,8 +579,8 @@ def test_a_deadline_in_the_past_measures_nothing():
 
 # -- when workers do not pay off ----------------------------------------------------------------
 def test_a_small_sweep_runs_serially_and_says_why(monkeypatch):
-    monkeypatch.setattr(execution, "_POOL_START_SECONDS", 0.5)
-    monkeypatch.setattr(execution, "_CALIBRATION_SECONDS", 0.02)
+    monkeypatch.setattr(processes, "_POOL_START_SECONDS", 0.5)
+    monkeypatch.setattr(pools, "_CALIBRATION_SECONDS", 0.02)
     with ProcessEngine(2) as engine:
         result = engine.sample(FUN, X, COLUMNS)
         assert_identical(result, sample(FUN, X, COLUMNS))
@@ -593,8 +593,8 @@ def test_a_small_sweep_runs_serially_and_says_why(monkeypatch):
 
 
 def test_a_long_sweep_uses_the_workers(monkeypatch):
-    monkeypatch.setattr(execution, "_POOL_START_SECONDS", 0.1)
-    monkeypatch.setattr(execution, "_CALIBRATION_SECONDS", 0.02)
+    monkeypatch.setattr(processes, "_POOL_START_SECONDS", 0.1)
+    monkeypatch.setattr(pools, "_CALIBRATION_SECONDS", 0.02)
     with ProcessEngine(2) as engine:
         result = engine.sample(slow_sines, X, COLUMNS)  # 1.2 s in this process
         assert engine.remote_evals > 0 and not engine.notes
@@ -603,10 +603,11 @@ def test_a_long_sweep_uses_the_workers(monkeypatch):
 
 SCRIPT = """\
 import numpy as np
-import gradproof.engine.execution as execution
+import gradproof.engine.pools as pools
+import gradproof.engine.processes as processes
 from gradproof.engine.execution import ProcessEngine
 
-execution._POOL_START_SECONDS = execution._CALIBRATION_SECONDS = 0.0
+processes._POOL_START_SECONDS = pools._CALIBRATION_SECONDS = 0.0
 
 
 def loss(v):
@@ -659,7 +660,7 @@ def test_guarded_lines_finds_main_blocks(tmp_path):
             """
         )
     )
-    assert execution._guarded_lines(str(path)) == ((3, 4), (6, 6))
+    assert scripts._guarded_lines(str(path)) == ((3, 4), (6, 6))
 
 
 # -- counting -----------------------------------------------------------------------------------

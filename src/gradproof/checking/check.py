@@ -61,8 +61,9 @@ from gradproof.checking.sweep import (
     Entries,
     unchecked_entries,
 )
+from gradproof.engine.base import Engine
 from gradproof.engine.evaluator import LossEvaluator, analytic_gradient
-from gradproof.engine.execution import Engine, make_engine
+from gradproof.engine.execution import make_engine
 from gradproof.engine.progress import Progress
 from gradproof.engine.randomness import check_repeatable, preserved_random_state
 from gradproof.errors import GradproofError, InputError, UserCodeError

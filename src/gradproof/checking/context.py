@@ -32,8 +32,8 @@ from gradproof.checking.sweep import (
     judge_coordinates,
     unchecked_entries,
 )
+from gradproof.engine.base import Engine
 from gradproof.engine.evaluator import LossEvaluator
-from gradproof.engine.execution import Engine
 from gradproof.engine.progress import Progress
 from gradproof.numerics.finite_diff import Samples
 from gradproof.numerics.steps import step_sizes

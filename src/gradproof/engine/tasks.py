@@ -1,0 +1,211 @@
+"""What crosses to a worker: the task, the function it carries, the exceptions that come back.
+
+A pooled engine sends each chunk of coordinates as a :class:`_Task` to
+:func:`_run_task`, which evaluates it in the worker (through
+:class:`~gradproof.engine.chunks._ChunkRunner`) and returns its outcome. A
+process pool receives the function pickled (:func:`_serialize`, with cloudpickle
+where installed; :func:`_load` in the worker); an exception of the function
+raised in another process comes back as a :class:`_PortableError`, with its
+traceback as text, and :func:`_rebuild` turns it into the exception the caller
+sees.
+
+Note [One copy of x per task]
+    A task carries the point `x` and, for its ``m`` coordinates, only their
+    ``k`` column values (a ``(k, m)`` array), not the ``k`` full columns: it
+    sends ``O(n + k m)`` numbers instead of ``O(k n)``. The worker moves one
+    coordinate of a single work vector, evaluates, and restores it, so it
+    holds one copy of `x` (or one ``(B, n)`` stack when batching) whatever
+    the chunk's size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import traceback
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from gradproof._typing import FlatFunction, FloatArray
+from gradproof.engine.chunks import _ChunkOutcome, _ChunkRunner
+from gradproof.errors import InputError
+
+_WORKER_STOP: Any = None
+"""In a worker process of a ``ProcessEngine``: the pool's shared stop flag."""
+
+
+class _StopFlag:
+    """A stop flag for tasks in this process; a copy sent to another process is never set."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_StopFlag, ())
+
+
+class _Task(NamedTuple):
+    """One chunk of coordinates, with everything a worker needs to evaluate it."""
+
+    fun: object  # the function, or its pickle (bytes) for a process pool
+    x: FloatArray
+    indices: npt.NDArray[np.intp]
+    points: FloatArray  # (k, m): the chunk's column values only
+    batch_size: int | None
+    parent: tuple[int, int]  # (pid, id(fun)) of the caller: tells copies of fun from fun
+    private_x: bool  # x was pickled for this task alone: perturb it in place
+    stop: _StopFlag | None = None  # the caller's flag, when the task runs in its process
+
+
+def _run_task(task: _Task) -> _ChunkOutcome:
+    """Evaluate one chunk in a worker (top level, so that pickle can send it).
+
+    Never raises for the function's errors: they come back in the outcome
+    (from another process, as a :class:`_PortableError`), so that whatever
+    ``future.result()`` raises is a fault of the workers (Note [Stopping early]
+    in :mod:`gradproof.engine.pools`).
+    """
+    stop = _WORKER_STOP if _WORKER_STOP is not None else task.stop
+    in_caller = os.getpid() == task.parent[0]
+    remote = not in_caller
+    try:
+        fun = _load(task.fun)
+        remote = (os.getpid(), id(fun)) != task.parent
+        own_x = task.private_x and bool(task.x.flags.writeable)
+        runner = _ChunkRunner(fun, task.x, task.batch_size, rows=task.points.size, own_x=own_x)
+        outcome = runner.run(task.indices, task.points, stop)
+    except Exception as exc:  # loading the function, or a value that is not a number
+        outcome = _ChunkOutcome(np.full(task.points.shape, np.nan), 0, 0, "error", exc)
+    if isinstance(outcome.error, BaseException) and not in_caller:
+        outcome = outcome._replace(error=_PortableError.capture(outcome.error))
+    return outcome._replace(remote=remote)
+
+
+def _start_worker(flag: Any) -> None:
+    """Set up a worker process of a ``ProcessEngine``: its stop flag, and no Ctrl-C.
+
+    Ctrl-C reaches the parent only, which asks the workers to stop through the flag.
+    """
+    global _WORKER_STOP
+    _WORKER_STOP = flag
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _rebuild(error: object) -> BaseException | None:
+    """Return the exception of an outcome as the caller should see it."""
+    if isinstance(error, _PortableError):
+        return error.rebuild()
+    if error is None or isinstance(error, BaseException):
+        return error
+    return RuntimeError(repr(error))
+
+
+def _serialize(fun: FlatFunction) -> bytes:
+    """Pickle `fun` for worker processes: with cloudpickle if installed (lambdas, closures)."""
+    try:
+        cloudpickle: Any = importlib.import_module("cloudpickle")
+    except ImportError:
+        cloudpickle = None
+    try:
+        return bytes(cloudpickle.dumps(fun) if cloudpickle is not None else pickle.dumps(fun))
+    except Exception as exc:
+        name = _function_name(fun)
+        if cloudpickle is None:
+            fixes = (
+                f"Define `{name}` at the top level of a module (not as a lambda or a nested "
+                "function), or `pip install cloudpickle` to send lambdas and closures, or pass "
+                "`executor=None` to evaluate in this process."
+            )
+        else:
+            fixes = (
+                f"Make sure `{name}` holds no open files, locks or connections, or pass "
+                "`executor=None` to evaluate in this process."
+            )
+        raise InputError(
+            f"The loss `{name}` cannot be sent to worker processes: pickling it raised "
+            f"{type(exc).__name__}: {exc}. {fixes}"
+        ) from exc
+
+
+def _load(payload: object) -> FlatFunction:
+    if not isinstance(payload, bytes):
+        return payload  # type: ignore[return-value]  # an executor's task: fun as submitted
+    try:
+        fun: FlatFunction = pickle.loads(payload)
+    except Exception as exc:
+        raise InputError(
+            f"A worker process could not load the loss ({type(exc).__name__}: {exc}). With "
+            "the 'spawn' start method the loss must be importable: define it in a module, "
+            "not in `__main__` or a notebook, or pass `executor=None`."
+        ) from None
+    return fun
+
+
+def _function_name(fun: object) -> str:
+    target = getattr(fun, "loss", fun)  # a LossEvaluator: name the caller's loss
+    name = getattr(target, "__qualname__", None)
+    return name if isinstance(name, str) else type(target).__qualname__
+
+
+def _survives_pickle(exc: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text (set as ``__cause__``)."""
+
+    def __str__(self) -> str:
+        return f"\n'''\n{self.args[0]}'''"
+
+
+class _PortableError(Exception):
+    """An exception from a worker, with its traceback as text, in a form pickle can send.
+
+    The exception itself travels when pickle can rebuild it. Pickle rebuilds
+    an exception as ``type(exc)(*exc.args)``, which fails for classes with
+    other required arguments (keyword-only ones, say); those travel as their
+    class, arguments and attributes, and the parent rebuilds them without
+    calling ``__init__``.
+    """
+
+    def __init__(
+        self,
+        kind: type[BaseException],
+        args: tuple[Any, ...],
+        state: dict[str, Any],
+        text: str,
+        original: BaseException | None = None,
+    ) -> None:
+        super().__init__(kind, args, state, text, original)
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> _PortableError:
+        text = "".join(traceback.format_exception(exc))
+        if _survives_pickle(exc):
+            return cls(type(exc), exc.args, {}, text, exc)
+        portable = cls(type(exc), exc.args, dict(vars(exc)), text)
+        if _survives_pickle(portable):
+            return portable
+        return cls(RuntimeError, (f"{type(exc).__qualname__}: {exc}",), {}, text)
+
+    def rebuild(self) -> BaseException:
+        """Return the exception, its worker's traceback chained as ``__cause__``."""
+        kind, args, state, text, original = self.args
+        if original is not None:
+            exc: BaseException = original
+        else:
+            exc = kind.__new__(kind, *args)
+            exc.args = args
+            vars(exc).update(state)
+        exc.__cause__ = _RemoteTraceback(text)
+        return exc
