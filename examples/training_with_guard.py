@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gradproof.checking.check import NondeterministicLossError
+from gradproof import NondeterministicLossError
 from gradproof.errors import GradproofWarning
 from gradproof.guard import GradientGuard, GuardError, GuardRecord
 from gradproof.models import make_payments

@@ -14,16 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradproof import InputError, Verdict, check, corpus
-from gradproof.checking.check import AUTO_FULL_ENTRIES, SET_UP_EVALS
 from gradproof.checking.probes import Probe, probe_analytic, probe_weights
+from gradproof.checking.setup import AUTO_FULL_ENTRIES, SET_UP_EVALS
 from gradproof.corpus.scaling import plant_wrong_entries, relu_network
 from gradproof.numerics.sampling import miss_chance, sample_indices
 from gradproof.tree import ParamTree
 from tests.helpers import assert_same, snapshot
 
-CHECK_MODULE = importlib.import_module(
-    "gradproof.checking.check"
-)  # `gradproof.check` is the function
+CHECK_RUN = importlib.import_module(
+    "gradproof.checking.run"
+)  # where the budget is read  # `gradproof.check` is the function
 
 
 @pytest.fixture(scope="module")
@@ -316,12 +316,12 @@ def test_a_time_budget_too_small_for_any_verdict_is_refused_with_the_minimum(net
 
 def test_time_budget_turns_into_an_evaluation_budget(network, monkeypatch):
     # One evaluation "takes" 1 ms: 0.1 s buys 100 evaluations, too few for a full sweep.
-    original = CHECK_MODULE._budget
+    original = CHECK_RUN._budget
 
     def budget_at_one_ms(max_evals, time_budget, seconds_per_eval, engine):
         return original(max_evals, time_budget, 1e-3, engine)
 
-    monkeypatch.setattr(CHECK_MODULE, "_budget", budget_at_one_ms)
+    monkeypatch.setattr(CHECK_RUN, "_budget", budget_at_one_ms)
     result = check(network.loss, network.corrected_grad, network.params, time_budget=0.1)
     assert result.mode == "directional"
     assert result.max_evals == 100

@@ -14,12 +14,14 @@ True
 from __future__ import annotations
 
 from gradproof.checking.check import check
+from gradproof.checking.options import CheckOptions
 from gradproof.errors import (
     BackendUnavailableError,
     GradientMismatchError,
     GradproofError,
     GradproofWarning,
     InputError,
+    NondeterministicLossError,
     UserCodeError,
     WorkerLostError,
 )
@@ -39,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "CheckOptions",
     "CheckResult",
     "Diagnosis",
     "EntryReport",
@@ -46,6 +49,7 @@ __all__ = [
     "GradproofError",
     "GradproofWarning",
     "InputError",
+    "NondeterministicLossError",
     "ParamReport",
     "ParamTree",
     "ProbeReport",

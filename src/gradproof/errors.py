@@ -18,6 +18,7 @@ __all__ = [
     "GradproofError",
     "GradproofWarning",
     "InputError",
+    "NondeterministicLossError",
     "UserCodeError",
     "WorkerLostError",
 ]
@@ -44,6 +45,10 @@ class InputError(GradproofError, ValueError):
     The message says what is wrong, what was expected and how to fix it. It is
     raised before any expensive work is done.
     """
+
+
+class NondeterministicLossError(InputError):
+    """The loss returned different values at the same parameters (pass ``seed=``)."""
 
 
 class UserCodeError(GradproofError, RuntimeError):
