@@ -12,8 +12,8 @@ from gradproof.results import Verdict
 
 pytest.importorskip("matplotlib")
 
-from gradproof.report import figures as plots
 from gradproof.numerics.steps import default_relative_step
+from gradproof.report import figures as plots
 from gradproof.report.stepsweep import default_entry, step_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
