@@ -13,7 +13,7 @@ _NEEDS = {
     "src/gradproof/torch": ("torch",),
     "src/gradproof/jax": ("jax",),
     "src/gradproof/testing.py": ("torch", "jax"),
-    "src/gradproof/plots.py": ("matplotlib",),
+    "src/gradproof/report/figures_training.py": ("matplotlib",),
 }
 
 collect_ignore = [

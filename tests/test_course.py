@@ -236,6 +236,33 @@ def test_gradient_check_n_print_msg_false_prints_nothing(
     assert capsys.readouterr().out == ""
 
 
+def test_gradient_check_n_calls_the_functions_rebound_in_the_course_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Note [Rebinding the course's functions]: a student's own forward pass, bound under
+    # the assignment's name, is the one the check runs, as in the notebook.
+    X, Y, parameters, cache = _case()
+    calls: list[str] = []
+
+    def counted(name: str, function: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls.append(name)
+            return function(*args)
+
+        return wrapper
+
+    for name in ("forward_propagation_n", "vector_to_dictionary", "relu", "sigmoid"):
+        monkeypatch.setattr(course, name, counted(name, getattr(course, name)))
+    gradient_check_n(
+        parameters, backward_propagation_n_corrected(X, Y, cache), X, Y, print_msg=False
+    )
+    evaluations = 2 * len(dictionary_to_vector(parameters)[1])
+    assert calls.count("forward_propagation_n") == evaluations
+    assert calls.count("vector_to_dictionary") == evaluations
+    assert calls.count("relu") == 2 * evaluations
+    assert calls.count("sigmoid") == evaluations
+
+
 def test_the_shipped_backward_has_exactly_the_two_planted_bugs() -> None:
     X, Y, _, cache = _case()
     buggy = backward_propagation_n(X, Y, cache)
