@@ -329,7 +329,7 @@ def test_loss_failing_in_the_sweep_shows_the_users_traceback(model, tmp_path):
     assert "--no-sweep" in result.stderr
     assert "w[0] left its valid range" in result.stderr
     assert "user_model.py" in result.stderr
-    assert "gradproof/cli/app.py" not in result.stderr
+    assert "gradproof/cli/" not in result.stderr
 
 
 def test_help_documents_the_exit_codes():
@@ -725,7 +725,7 @@ def test_ctrl_c_reports_what_was_measured_and_exits_3(exits):
 
 @needs_setitimer
 def test_the_time_budget_timer_restores_the_previous_handler_and_timer():
-    from gradproof.cli.app import _Deadline
+    from gradproof.cli.deadline import _Deadline
 
     def theirs(signum, frame):
         raise AssertionError("their timer fired during the test")
