@@ -39,7 +39,7 @@ from gradproof.numerics.finite_diff import Samples
 from gradproof.numerics.steps import step_sizes
 from gradproof.tree import ParamTree
 
-__all__ = ["Context"]
+__all__ = ["Context", "StopState"]
 
 
 @dataclass
@@ -182,9 +182,8 @@ class Context:
             fits = max(0, (self.max_evals - self.n_evals) // max(len(columns), 1))
         planned = len(columns) * min(fits, order.size)
         self.progress.add_total(planned)
-        extra = {} if self.deadline is None else {"deadline": self.deadline}
         samples = self.engine.sample(
-            fun, x, columns, indices=order[:fits], progress=self.progress, **extra
+            fun, x, columns, indices=order[:fits], progress=self.progress, deadline=self.deadline
         )
         self._sampled[0] += samples.n_evals
         if samples.interrupted:
