@@ -77,13 +77,27 @@ def test_page_is_self_contained(course_page):
 def test_every_image_is_an_embedded_png(course_page):
     _, page = course_page
     images = [attrs for tag, attrs in parse(page).tags if tag == "img"]
-    assert len(images) >= 5  # tensors, scatter, two heat maps, step sweep
+    assert len(images) >= 5  # tensors, scatter, heat maps of b1 and W2, step sweep
     for attrs in images:
         src = attrs["src"]
         assert src is not None and src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
         assert data.startswith(PNG_MAGIC) and len(data) > 5_000
         assert attrs.get("alt")
+
+
+def test_page_shows_heat_maps_of_the_wrong_tensors_only(course_page):
+    result, page = course_page
+    doc = parse(page)
+    alts = [attrs["alt"] or "" for tag, attrs in doc.tags if tag == "img"]
+    heat_maps = [alt for alt in alts if alt.startswith("Heat map")]
+    # b1 (a 5 x 1 column) and W2 are wrong; W1, a right 5 x 4 matrix, gets no heat map
+    assert set(result.suspects) == {"b1", "W2"} and result["W1"].passed
+    assert len(heat_maps) == 2
+    assert any(" in b1 (4 wrong" in alt for alt in heat_maps)
+    assert any(" in W2 (" in alt for alt in heat_maps)
+    assert not any(" in W1 (" in alt for alt in heat_maps)
+    assert "Error per entry of W1" not in "".join(doc.text)
 
 
 def test_page_holds_the_verdict_tables_and_diagnosis(course_page):

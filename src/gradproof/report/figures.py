@@ -4,8 +4,8 @@ This module lists a check's figures (:func:`iter_figures`) and writes them
 (:func:`write_figures`, :func:`figure_png`); the figures themselves are drawn by
 :mod:`~gradproof.report.figures_tensors` (analytic against numeric, error ratio
 per tensor), :mod:`~gradproof.report.figures_heatmap` (error per entry of a
-matrix) and :mod:`~gradproof.report.figures_stepsweep` (the step sweep), from the
-numbers of :mod:`~gradproof.report.figures_ratios`;
+wrong or inconclusive parameter) and :mod:`~gradproof.report.figures_stepsweep`
+(the step sweep), from the numbers of :mod:`~gradproof.report.figures_ratios`;
 :mod:`~gradproof.report.figures_training` draws a training run's learning curve.
 All of them are importable from here.
 """
@@ -24,7 +24,13 @@ from gradproof.report.figures_heatmap import plot_error_heatmap
 from gradproof.report.figures_pyplot import (
     _plt as _plt,  # re-exported: report/html.py and the tests use it
 )
-from gradproof.report.figures_ratios import error_matrix, error_ratios, tensor_ratios
+from gradproof.report.figures_ratios import (
+    HeatmapGrid,
+    error_matrix,
+    error_ratios,
+    heatmap_grid,
+    tensor_ratios,
+)
 from gradproof.report.figures_stepsweep import plot_step_sweep
 from gradproof.report.figures_tensors import (
     _tensor_grid,
@@ -32,13 +38,16 @@ from gradproof.report.figures_tensors import (
     plot_relative_differences,
 )
 from gradproof.report.figures_training import plot_learning_curve
-from gradproof.results import CheckResult, ParamReport
+from gradproof.results import CheckResult, ParamReport, Verdict
 
 __all__ = [
     "FigureSpec",
+    "HeatmapGrid",
     "error_matrix",
     "error_ratios",
     "figure_png",
+    "heatmap_grid",
+    "heatmap_params",
     "iter_figures",
     "plot_analytic_vs_numeric",
     "plot_error_heatmap",
@@ -53,7 +62,7 @@ MAX_TENSOR_PANELS = 12
 """Analytic-against-numeric panels drawn at most (the worst tensors first)."""
 
 MAX_HEATMAPS = 6
-"""Heat maps drawn at most (the worst matrices first)."""
+"""Heat maps drawn at most (the worst wrong parameters first, see :func:`heatmap_params`)."""
 
 
 class FigureSpec:
@@ -93,6 +102,35 @@ def _heatmap_drawer(report: ParamReport) -> Callable[[], Any]:
     return lambda: plot_error_heatmap(report)
 
 
+def heatmap_params(result: CheckResult) -> list[ParamReport]:
+    """Return the parameters that get an error heat map, the wrong ones first, worst first.
+
+    A parameter gets one when it is wrong or inconclusive, whatever its shape
+    (a vector, a column, a scalar, a matrix or more), and something in it was
+    judged or found inconclusive entry by entry: a heat map of a correct
+    parameter would show nothing to look at, and one with no entry measured
+    (a tensor checked only along probes) would be blank.
+
+    Parameters
+    ----------
+    result : CheckResult
+        A finished check.
+
+    Returns
+    -------
+    list of ParamReport
+        Wrong parameters by decreasing error ratio, then inconclusive ones.
+    """
+    chosen = [
+        p
+        for p in result.params
+        if p.verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE)
+        and p.n_entries > 0
+        and (np.isfinite(p.numeric).any() or p.inconclusive_entries)
+    ]
+    return sorted(chosen, key=lambda p: (p.verdict is Verdict.FAIL, _severity(p)), reverse=True)
+
+
 def iter_figures(
     result: CheckResult,
     *,
@@ -116,7 +154,9 @@ def iter_figures(
     ------
     FigureSpec
         The error ratio per tensor, analytic against numeric gradients (the
-        worst tensors first), an error heat map per matrix, and the step sweep.
+        worst tensors first), an error heat map per wrong or inconclusive
+        parameter (:func:`heatmap_params`, at most :data:`MAX_HEATMAPS`), and
+        the step sweep.
     """
     yield FigureSpec(
         "relative_differences",
@@ -134,18 +174,17 @@ def iter_figures(
         "directions shows its probes.",
         lambda: _tensor_grid(ordered),
     )
-    # A matrix with no entry measured one by one (probed only) would be a blank heat map.
-    matrices = [
-        p
-        for p in ordered
-        if len(p.shape) == 2 and min(p.shape) > 1 and np.isfinite(p.numeric).any()
-    ]
-    for report in matrices[:MAX_HEATMAPS]:
+    for report in heatmap_params(result)[:MAX_HEATMAPS]:
+        grid = heatmap_grid(report)
+        unmeasured = int(grid.unmeasured.sum())
         yield FigureSpec(
             _stem("heatmap", report.name),
             f"Error per entry of {report.name}",
-            f"Heat map of the signed error ratio of each entry of {report.name} "
-            f"({report.n_failed} wrong); a transpose shows as an antisymmetric pattern.",
+            f"Heat map of each entry's error divided by its tolerance in {report.name} "
+            f"({report.n_failed} wrong, {report.n_inconclusive} inconclusive, {unmeasured} not "
+            "measured), log scale: right entries blue, wrong entries orange to red, entries "
+            "not measured hatched grey. A transpose shows as a mirrored pattern; a wrong row "
+            "or column as a stripe." + (f" Laid out as {grid.note}." if grid.note else ""),
             _heatmap_drawer(report),
         )
     if loss is not None and params is not None:
