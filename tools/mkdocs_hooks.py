@@ -150,19 +150,20 @@ def collect_notes(package: Path = PACKAGE) -> list[Note]:
     for note in found:
         anchor = _slug(note.title)
         if titles.count(note.title) > 1:
-            anchor += "-" + note.module.removeprefix("gradproof.").replace(".", "-")
+            within = note.module.split(".", 1)[-1]  # the module, less the package's name
+            anchor += "-" + within.replace(".", "-")
         notes.append(Note(**{**note.__dict__, "anchor": anchor}))
     return notes
 
 
 def cited_titles(text: str) -> set[str]:
-    """The titles of the Notes that `text` (Python source) cites, line breaks and ``#`` aside."""
+    """Return the titles of the Notes that `text` (Python source) cites, across line breaks."""
     joined = re.sub(r"\n[ \t]*(?:#[ \t]*)?", " ", text)
     return {" ".join(title.split()) for title in _CITATION.findall(joined)}
 
 
 def _markdown(body: str) -> str:
-    """A Note's reStructuredText body as Markdown: literals, roles and lists."""
+    """Translate a Note's reStructuredText body to Markdown: its literals and lists."""
     body = re.sub(r"``(.+?)``", lambda m: f"`{m.group(1)}`", body, flags=re.S)
     lines: list[str] = []
     in_list = False
@@ -179,7 +180,7 @@ def _markdown(body: str) -> str:
 
 
 def notes_page(notes: list[Note]) -> str:
-    """The Markdown of the "How it works" page."""
+    """Return the Markdown of the "How it works" page."""
     out = [
         "# How it works",
         "",
@@ -219,7 +220,7 @@ def on_files(files: Files, config: Any, **_: Any) -> Files:
 
 
 def _anchor(title: str, context: str) -> str | None:
-    """The anchor of the Note a citation means: by title, then by the module named after it."""
+    """Return the anchor of the Note a citation means: by title, then by the module named."""
     candidates = [note for note in _notes if note.title == title]
     for note in candidates:
         if note.module in context or f"{note.module.rsplit('.', 1)[-1]})" in context:
@@ -240,7 +241,9 @@ def _link_citations(html: str, page_url: str, notes_url: str) -> str:
         title = " ".join(match.group("title").split())
         anchor = _anchor(title, html[match.end() : match.end() + 120])
         if anchor is None:
-            log.warning("%s cites Note [%s], which the source does not define", page_url, title)
+            log.warning(
+                "page /%s cites Note [%s], which the source does not define", page_url, title
+            )
             return match.group(0)
         href = get_relative_url(notes_url, page_url) + "#" + anchor
         return f'<a class="gradproof-note" href="{href}">{match.group(0)}</a>'
