@@ -130,7 +130,7 @@ def train(
     if data is not None and not data.is_file():
         _train_fail(f"--data {data} is not a file; check the name and directory")
     if bug is None and plant_bug:
-        bug = BUGS[0]
+        bug = "dW2-doubled"  # the default of --plant-bug
     console = Console(highlight=False, soft_wrap=True)
     try:
         run = run_training(
