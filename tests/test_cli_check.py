@@ -794,3 +794,162 @@ def test_usage_errors_with_json_stay_plain_text_on_stderr(model):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.startswith("gradproof check: the loss function 'nope' is not defined")
+
+
+SPEAKING_CLI = """
+import numpy as np
+
+
+def params():
+    return {"W1": np.array([0.1, -0.2, 0.3]), "b1": np.array([0.5])}
+
+
+def loss(p):
+    return float(np.sum(p["W1"] ** 2) + np.sum(p["b1"] ** 2))
+
+
+def grad(p):
+    return {"W1": 2 * p["W1"], "b1": 2 * p["b1"]}
+
+
+def random_loss(p):  # dropout-like noise, reproducible under a seed
+    return loss(p) + 1e-3 * float(np.random.rand())
+
+
+def d_grad(p):  # the course's naming: dW1 for W1
+    return {"d" + name: value for name, value in grad(p).items()}
+
+
+def params32():
+    return {"w": np.array([0.1, -0.2, 0.3], dtype=np.float32)}
+
+
+def loss32(p):
+    return np.sum(p["w"] ** 2)
+
+
+def grad32(p):
+    return {"w": 2 * p["w"]}
+"""
+
+
+@pytest.fixture
+def speaking(tmp_path: Path) -> Path:
+    path = tmp_path / "speaking_model.py"
+    path.write_text(SPEAKING_CLI)
+    return path
+
+
+def _flat(text: str) -> str:
+    """The text with rich's panel borders and line breaks taken out."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
+def test_a_random_loss_is_told_to_pass_dash_dash_seed(speaking):
+    result = invoke(*check_args(speaking, loss="random_loss"))
+    assert result.exit_code == 2, result.output
+    assert "The loss returned different values at the same parameters" in result.stderr
+    assert "Pass `--seed N` so that every evaluation re-seeds" in result.stderr
+    assert "seed=" not in result.stderr and "gradproof.check" not in result.stderr
+    # ...and the option it names is the fix.
+    seeded = invoke(*check_args(speaking, loss="random_loss"), "--seed", "0")
+    assert seeded.exit_code == 0, seeded.output
+
+
+def test_a_d_prefixed_gradient_is_told_to_pass_grad_prefix(speaking):
+    result = invoke(*check_args(speaking, grad="d_grad"))
+    assert result.exit_code == 2, result.output
+    assert "has unexpected keys 'dW1', 'db1'" in result.stderr
+    assert "(`dW1` for `W1`): pass `--grad-prefix d`." in result.stderr
+    assert "grads[" not in result.stderr
+    fixed = invoke(*check_args(speaking, grad="d_grad"), "--grad-prefix", "d")
+    assert fixed.exit_code == 0, fixed.output
+    assert "gradproof: CORRECT: all 2 parameters (4 entries) pass" in fixed.stdout
+
+
+def test_grad_prefix_reaches_worker_processes(speaking):
+    result = invoke(*check_args(speaking, grad="d_grad"), "--grad-prefix", "d", "--executor", "2")
+    assert result.exit_code == 0, result.output
+
+
+def test_precision_and_noise_reach_the_check(speaking):
+    args = check_args(speaking, loss="loss32", grad="grad32", params="params32")
+    auto = json.loads(invoke(*args, "--json").stdout)
+    assert auto["step"].endswith("(float64)") and auto["noise_level"] is not None
+    native = invoke(*args, "--json", "--precision", "native")
+    assert json.loads(native.stdout)["step"].endswith("(float32)"), native.output
+    quiet = invoke(*args, "--json", "--no-noise")
+    assert json.loads(quiet.stdout)["noise_level"] is None, quiet.output
+    assert json.loads(quiet.stdout)["n_evals"] < auto["n_evals"]
+
+
+def test_help_reads_like_a_command_line():
+    result = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert re.search(r"Usage: \S+ check \[OPTIONS\] TARGET\s*\n", out), out
+    assert "{target}" not in out
+    # Flags are flags: no value type after --json, --verbose, --sweep or --help.
+    assert "<bool>" not in out
+    for flag in ("--json ", "--verbose", "--no-noise", "--help"):
+        row = next(line for line in out.splitlines() if flag in line)
+        assert re.search(re.escape(flag.strip()) + r"(\s+(-v|--no-\w+))?\s{2,}[A-Z][a-z]", row), row
+    # 0 is not a step: the help does not offer it.
+    for option in ("--eps", "--rel-step"):
+        row = next(line for line in out.splitlines() if f" {option} " in line)
+        assert "STEP" in row and "x>=0" not in row, row
+    assert "--grad-prefix" in out and "--precision" in out and "<auto|native>" in out
+    group = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "<bool>" not in group.output
+
+
+STEP_RULE = "must be a step greater than 0 (the width of the finite differences)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--mode", "fast"],
+            "--mode: 'fast' is not one of 'auto', 'full', 'directional', 'sampled'.",
+        ),
+        (["--precision", "double"], "--precision: 'double' is not one of 'auto', 'native'."),
+        (["--eps", "0"], f"--eps: {STEP_RULE}; got 0"),
+        (["--rel-step", "-1e-6"], f"--rel-step: {STEP_RULE}; got -1e-06"),
+        (["--eps", "nan"], f"--eps: {STEP_RULE}; got nan"),
+    ],
+)
+def test_bad_option_values_are_said_in_option_words(model, args, message):
+    result = invoke(*check_args(model), *args)
+    assert result.exit_code == 2, result.output
+    said = _flat(result.stderr)
+    assert message in said, said
+    assert "Value error" not in said and "Invalid value for" not in said
+
+
+def test_the_reports_it_writes_are_named_on_stderr(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    page, folder, document = tmp_path / "report.html", tmp_path / "figures", tmp_path / "r.json"
+    result = invoke(*check_args(model, grad="bad_grad"), "--json", "--json-out", str(document),
+                    "--html", str(page), "--plots", str(folder))  # fmt: skip
+    assert result.exit_code == 1, result.output
+    json.loads(result.stdout)  # stdout keeps the report alone
+    figures = sorted(folder.iterdir())
+    assert result.stderr.splitlines() == [
+        f"gradproof check: wrote {document}",
+        f"gradproof check: wrote {page}",
+        f"gradproof check: wrote {len(figures)} figures to {folder}{os.sep}",
+    ]
+
+
+def test_in_cli_words_rewrites_the_python_only_fixes():
+    from gradproof.cli.check_command import _in_cli_words
+
+    assert _in_cli_words("Pass `noise=False` or `noise=True`.") == (
+        "Pass `--no-noise` or `--noise`."
+    )
+    assert _in_cli_words('Use `precision="native"`.') == "Use `--precision native`."
+    assert _in_cli_words("`time_budget=` is spent.") == "`--time-budget SECONDS` is spent."
+    assert _in_cli_words("see gradproof.checking and gradproof.check(loss, grad, p)") == (
+        "see gradproof.checking and gradproof.check(loss, grad, p)"
+    )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -46,6 +48,13 @@ class Mode(str, Enum):
     sampled = "sampled"
 
 
+class Precision(str, Enum):
+    """How :func:`gradproof.check` differences low-precision parameters."""
+
+    auto = "auto"
+    native = "native"
+
+
 class Method(str, Enum):
     """The finite-difference methods of :func:`gradproof.check`."""
 
@@ -55,6 +64,48 @@ class Method(str, Enum):
     central4 = "central4"
     richardson = "richardson"
     complex = "complex"
+
+
+def _positive(value: float | None) -> float | None:
+    """Refuse a step of 0 or less, or not a number: ``--eps: must be greater than 0; got 0``."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(
+            f"must be a step greater than 0 (the width of the finite differences); got {value:g}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _PrefixedGrad:
+    """The user's gradient function with ``--grad-prefix`` stripped from its keys.
+
+    A class at module level, not a closure, so that ``--executor`` can send it
+    to worker processes.
+
+    Examples
+    --------
+    >>> _PrefixedGrad(lambda p: {"dW1": 1, "db1": 2, "other": 3}, "d")({})
+    {'W1': 1, 'b1': 2, 'other': 3}
+    """
+
+    grad: Callable[[Any], Any]
+    prefix: str
+
+    def __call__(self, params: Any) -> Any:
+        grads = self.grad(params)
+        if not isinstance(grads, Mapping):
+            return grads  # the structure check says what is wrong
+        return {
+            key.removeprefix(self.prefix) if isinstance(key, str) else key: value
+            for key, value in grads.items()
+        }
+
+
+def _say_written(lines: list[str]) -> None:
+    """Say on stderr what was written, so that stdout keeps the report alone."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for line in lines:
+        err.print(f"gradproof check: {line}", markup=False)
 
 
 def _optional_writer(module: str, function: str, option: str) -> Callable[..., Any]:
@@ -71,29 +122,54 @@ def _optional_writer(module: str, function: str, option: str) -> Callable[..., A
 
 
 _OPTIONS = {
-    "eps": "--eps",
-    "rel_step": "--rel-step",
-    "rtol": "--rtol",
-    "atol": "--atol",
-    "seed": "--seed",
-    "mode": "--mode",
-    "method": "--method",
-    "max_evals": "--max-evals",
-    "time_budget": "--time-budget",
-    "n_probes": "--n-probes",
-    "n_samples": "--n-samples",
-    "executor": "--executor",
+    "eps": ("--eps", "STEP"),
+    "rel_step": ("--rel-step", "STEP"),
+    "rtol": ("--rtol", "TOL"),
+    "atol": ("--atol", "TOL"),
+    "seed": ("--seed", "N"),
+    "mode": ("--mode", "MODE"),
+    "method": ("--method", "METHOD"),
+    "precision": ("--precision", "auto|native"),
+    "max_evals": ("--max-evals", "N"),
+    "time_budget": ("--time-budget", "SECONDS"),
+    "n_probes": ("--n-probes", "N"),
+    "n_samples": ("--n-samples", "N"),
+    "executor": ("--executor", "N"),
 }
-"""The keywords of :func:`gradproof.check` that are options of ``gradproof check``."""
+"""The keywords of :func:`gradproof.check` that are options of ``gradproof check``.
+
+Each maps to the option and the placeholder of its value, for a message that
+names the keyword without a value (``Pass `seed=` ...``).
+"""
+
+_FLAGS = {"noise": ("--noise", "--no-noise")}
+"""The boolean keywords of :func:`gradproof.check` that are on/off flags of ``gradproof check``."""
 
 
 _KEYWORD = re.compile(
     r"`(" + "|".join(_OPTIONS) + r")(?:=(['\"]?)([^`'\"]*)\2)?`(?:=([^\s,;)]*[^\s,;).]))?"
 )
+_FLAG = re.compile(r"`(" + "|".join(_FLAGS) + r")(?:=(True|False))?`(?:=(True|False))?")
+_PREFIXED_KEYS = re.compile(r"`\{name: \w+\[(['\"])(\w+)\1 \+ name\] for name in \w+\}`")
+"""The Python fix for gradients keyed ``dW1`` for ``W1``; ``--grad-prefix`` on the CLI."""
+_TO_THE_API = re.compile(r" to gradproof\.check\b(?![.(])")
+_API_NAME = re.compile(r"\bgradproof\.check\b(?![.(])")
 
 
 def _in_cli_words(message: str) -> str:
     """Name the options of ``gradproof check`` in a message of :func:`gradproof.check`.
+
+    Parameters
+    ----------
+    message : str
+        A message written for the Python API, naming keywords of
+        :func:`gradproof.check` such as ``seed=`` or ``max_evals``.
+
+    Returns
+    -------
+    str
+        The message with each keyword replaced by its option of ``gradproof
+        check``, and the Python-only fixes by their options.
 
     Examples
     --------
@@ -103,18 +179,35 @@ def _in_cli_words(message: str) -> str:
     'Use `--method central`, or pass `--executor 1`.'
     >>> _in_cli_words("Both `eps`=1e-06 and `rel_step`=1e-06 were given.")
     'Both `--eps 1e-06` and `--rel-step 1e-06` were given.'
+    >>> _in_cli_words("Pass `seed=` to gradproof.check so that every evaluation re-seeds.")
+    'Pass `--seed N` so that every evaluation re-seeds.'
+    >>> _in_cli_words("Or pass `noise=False`.")
+    'Or pass `--no-noise`.'
+    >>> _in_cli_words("pass `{name: grads['d' + name] for name in params}`.")
+    'pass `--grad-prefix d`.'
     """
 
     def option(match: re.Match[str]) -> str:
         name = match[1]
+        flag, placeholder = _OPTIONS[name]
         value = match[3] if match[3] is not None else match[4]
         if value is None:
-            return f"`{_OPTIONS[name]}`"
+            return f"`{flag}`"
+        if value == "":  # `seed=`: the keyword, to be given a value
+            value = placeholder
         if name == "executor" and value == "None":
             value = "1"  # this process
-        return f"`{_OPTIONS[name]} {value}`"
+        return f"`{flag} {value}`"
 
-    return _KEYWORD.sub(option, message)
+    def on_off(match: re.Match[str]) -> str:
+        on, off = _FLAGS[match[1]]
+        value = match[2] or match[3]
+        return f"`{off if value == 'False' else on}`"
+
+    message = _KEYWORD.sub(option, message)
+    message = _FLAG.sub(on_off, message)
+    message = _PREFIXED_KEYS.sub(lambda match: f"`--grad-prefix {match[2]}`", message)
+    return _API_NAME.sub("gradproof check", _TO_THE_API.sub("", message))
 
 
 def _print_report(
@@ -149,20 +242,29 @@ def check(
     target: Annotated[
         str,
         typer.Argument(
-            help="The code to check: a Python file (model.py) or an importable module (pkg.model)."
+            metavar="TARGET",
+            help="The code to check: a Python file (model.py) or an importable module (pkg.model).",
         ),
     ],
     loss: Annotated[
-        str, typer.Option("--loss", help="Name of the loss function in TARGET: loss(params).")
+        str,
+        typer.Option(
+            "--loss", metavar="NAME", help="Name of the loss function in TARGET: loss(params)."
+        ),
     ],
     grad: Annotated[
         str,
-        typer.Option("--grad", help="Name of the hand-written gradient function: grad(params)."),
+        typer.Option(
+            "--grad",
+            metavar="NAME",
+            help="Name of the hand-written gradient function: grad(params).",
+        ),
     ],
     params: Annotated[
         str,
         typer.Option(
             "--params",
+            metavar="SOURCE",
             help="The point to check at: a .npz or .npy file, a .pt state dict (needs torch), "
             "or the name of a function in TARGET that returns the parameters.",
         ),
@@ -174,17 +276,44 @@ def check(
     ] = None,
     atol: Annotated[float, typer.Option(min=0, help="Absolute tolerance.")] = 0.0,
     eps: Annotated[
-        float | None, typer.Option(min=0, help="An absolute step for every coordinate.")
+        float | None,
+        typer.Option(
+            metavar="STEP",
+            callback=_positive,
+            help="An absolute step for every coordinate (greater than 0).",
+        ),
     ] = None,
     rel_step: Annotated[
-        float | None, typer.Option(min=0, help="A relative step: rel_step * max(1, |x|).")
+        float | None,
+        typer.Option(
+            metavar="STEP",
+            callback=_positive,
+            help="A relative step: STEP * max(1, |x|) (greater than 0).",
+        ),
     ] = None,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="auto: float16 and float32 parameters are differenced in float64 when the "
+            "loss accepts it; native: always in their own dtype."
+        ),
+    ] = Precision.auto,
+    noise: Annotated[
+        bool,
+        typer.Option(
+            "--noise/--no-noise",
+            help="Measure the loss's noise first (40 loss evaluations); without it, rounding "
+            "at the dtype's epsilon is assumed.",
+        ),
+    ] = True,
     seed: Annotated[
-        int | None, typer.Option(help="Reset the random generators to this seed each evaluation.")
+        int | None,
+        typer.Option(metavar="N", help="Reset the random generators to this seed each evaluation."),
     ] = None,
     max_evals: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             min=1,
             help="The most loss evaluations the whole check may spend; it picks the strategy, "
             "and a check that reaches it stops with what it measured (exit code 3 unless a "
@@ -229,18 +358,30 @@ def check(
             help="Random directions per tensor in --mode directional.",
         ),
     ] = 1,
+    grad_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--grad-prefix",
+            metavar="TEXT",
+            help="Strip TEXT from the front of the gradient's keys before checking: "
+            "--grad-prefix d for a gradient keyed dW1 for the parameter W1.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the JSON report (schema report-v1) instead of text."),
     ] = False,
     json_out: Annotated[
-        Path | None, typer.Option("--json-out", help="Also write the JSON report to this file.")
+        Path | None,
+        typer.Option("--json-out", metavar="FILE", help="Also write the JSON report to FILE."),
     ] = None,
     html: Annotated[
-        Path | None, typer.Option("--html", help="Also write an HTML report to this file.")
+        Path | None,
+        typer.Option("--html", metavar="FILE", help="Also write an HTML report to FILE."),
     ] = None,
     plots: Annotated[
-        Path | None, typer.Option("--plots", help="Also draw the report's figures in this folder.")
+        Path | None,
+        typer.Option("--plots", metavar="DIR", help="Also draw the report's figures in DIR."),
     ] = None,
     sweep: Annotated[
         bool,
@@ -254,6 +395,7 @@ def check(
         str | None,
         typer.Option(
             "--sweep-entry",
+            metavar="ENTRY",
             help="The entry to sweep, e.g. 'W1[3, 2]' (default: the worst entry of the worst "
             "parameter).",
         ),
@@ -299,6 +441,8 @@ def check(
         module = load_target(target)
         loss_fn = resolve_function(module, loss, role="loss")
         grad_fn = resolve_function(module, grad, role="gradient")
+        if grad_prefix:
+            grad_fn = _PrefixedGrad(grad_fn, grad_prefix)
         point = load_params(params, module)
         if executor > 1:
             send_by_value(module)
@@ -306,6 +450,8 @@ def check(
             options = CheckOptions(
                 mode=mode.value,
                 method=method.value,
+                precision=precision.value,
+                noise=noise,
                 rtol=rtol,
                 atol=atol,
                 eps=eps,
@@ -344,25 +490,31 @@ def check(
             message, detail = _in_cli_words(str(error)), ""
         partial = error.partial_result
         if partial is not None:  # what was measured before the error is reported, not lost
+            written: list[str] = []
             try:
                 if json_out is not None:
-                    write_json(partial, json_out, extra=context)
+                    path = write_json(partial, json_out, extra=context)
+                    written.append(f"wrote the partial report to {path}")
             except OSError as write_error:
                 message += f" (and the partial report could not be written: {write_error})"
             _print_report(partial, context, as_json=as_json, verbose=verbose)
+            _say_written(written)
             message += "; the report above covers what was measured before"
         _fail(message, detail)
 
     figure_options: dict[str, Any] = {}
     if sweep and not result.interrupted and (write_page or write_plots):
         figure_options = {"loss": loss_fn, "params": point, "entry": sweep_entry}
+    written = []
     try:
         if json_out is not None:
-            write_json(result, json_out, extra=context)
+            written.append(f"wrote {write_json(result, json_out, extra=context)}")
         if write_page is not None:
-            write_page(result, html, context=context, **figure_options)
+            written.append(f"wrote {write_page(result, html, context=context, **figure_options)}")
         if write_plots is not None:
-            write_plots(result, plots, **figure_options)
+            figures = write_plots(result, plots, **figure_options)
+            count = f"{len(figures)} figure{'s' if len(figures) != 1 else ''}"
+            written.append(f"wrote {count} to {plots}{os.sep}")
     except OSError as error:
         _fail(f"cannot write the report: {error}")
     except UserCodeError as error:  # the loss raised in the step sweep
@@ -375,6 +527,7 @@ def check(
         _fail(_in_cli_words(str(error)))
 
     _print_report(result, context, as_json=as_json, verbose=verbose)
+    _say_written(written)
     if deadline.fired:
         Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"gradproof check: the --time-budget of {time_budget:g} s ran out while a loss or "

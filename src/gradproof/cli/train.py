@@ -23,8 +23,10 @@ import numpy as np
 
 from gradproof._typing import FloatArray
 from gradproof.engine.progress import Progress
-from gradproof.guard import GradientGuard, GuardError
+from gradproof.errors import InputError
+from gradproof.guard import GradientGuard, GuardError, GuardRecord
 from gradproof.models import (
+    BUGS,
     FraudNetwork,
     Metrics,
     TrainingConfig,
@@ -61,7 +63,9 @@ class TrainingRun:
     guard_summary : str
         What the guard checked and found.
     files : tuple of Path
-        What was written: the model and the learning curve.
+        What was written: the model, its metrics and the learning curve; or,
+        when the guard stopped training, the failing check's JSON and text
+        reports.
     """
 
     stopped: GuardError | None
@@ -104,7 +108,9 @@ def run_training(
     plant_bug : str, optional
         A bug to plant in the backward pass (one of :data:`gradproof.models.BUGS`).
     output : str or Path, optional
-        Folder for the saved model and the learning curve.
+        Folder for the saved model and the learning curve, or, when the guard
+        stops training, for the failing check's report (``guard-report.json``
+        and ``guard-report.txt``).
     seed : int, optional
         Seed of the data, the initialisation, the shuffles and the dropout.
     write : callable, optional
@@ -116,7 +122,16 @@ def run_training(
     -------
     TrainingRun
         The outcome; ``exit_code`` is 1 when the guard stopped training.
+
+    Raises
+    ------
+    InputError
+        If `plant_bug` is not one of :data:`gradproof.models.BUGS` (said
+        before any data is read or drawn), or the CSV cannot be read.
     """
+    if plant_bug is not None and plant_bug not in BUGS:
+        known = ", ".join(repr(name) for name in BUGS)
+        raise InputError(f"`plant_bug` {plant_bug!r} is not one of {known}.")
     data = (
         load_csv(data_path) if data_path is not None else make_payments(n_transactions, seed=seed)
     )
@@ -152,7 +167,7 @@ def run_training(
                 network=None,
                 baseline=None,
                 guard_summary=watcher.summary(),
-                files=(),
+                files=_save_failure(Path(output), error, write),
             )
     write(watcher.summary())
     baseline = logistic_baseline(train_data, val_data, config)
@@ -206,7 +221,7 @@ class _GuardedTraining:
                 self.guard = self._make_guard(batch)
             result = self.guard(step, params)
             if result is not None:
-                self.write(f"  gradient check: {self.guard.history[-1]}")
+                self.write(f"  gradient check: {_with_mode(self.guard.history[-1])}")
 
         return on_step
 
@@ -219,6 +234,37 @@ class _GuardedTraining:
         if self.guard is None:
             return []
         return [record.step / steps_per_epoch for record in self.guard.history]
+
+
+def _with_mode(record: GuardRecord) -> str:
+    """Return the record's line with the check's mode: ``passed (directional, 55 loss ...)``.
+
+    A model of a thousand parameters is checked in random directions, not
+    entry by entry: the line says so.
+    """
+    text = str(record)
+    head, parenthesis, cost = text.rpartition(" (")
+    if not parenthesis:
+        return text
+    return f"{head} ({record.result.mode}, {cost}"
+
+
+def _save_failure(folder: Path, error: GuardError, write: Writer) -> tuple[Path, ...]:
+    """Write the failing check's JSON and text reports to `folder`; say where."""
+    from gradproof.report.json import write_json
+    from gradproof.report.text import _headline, render_result
+
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = {"command": "gradproof train", "step": error.step}
+    report = write_json(error.result, folder / "guard-report.json", extra=extra)
+    text = folder / "guard-report.txt"
+    text.write_text(
+        f"The gradient guard stopped training at step {error.step}.\n\n"
+        f"{render_result(error.result)}\n\n{_headline(error.result)}\n",
+        encoding="utf-8",
+    )
+    write(f"Saved the failing check's report: {report}, {text}")
+    return (report, text)
 
 
 def _save(
