@@ -323,7 +323,7 @@ def wrong_count(report: ParamReport) -> str:
         why = (
             f"after its {noun(failed_probes, 'probe')} failed"
             if failed_probes
-            else "(NaN or infinite analytic entries are measured one by one)"
+            else "because NaN or infinite analytic entries are"
         )
         measured = (
             ("its only entry" if report.n_entries == 1 else "every entry")
