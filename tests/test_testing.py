@@ -136,7 +136,7 @@ def test_the_first_line_gives_the_verdict_in_a_few_words(grad, expected):
 
 def test_the_first_line_of_many_wrong_parameters_fits_and_counts_the_rest():
     params = {f"layer{i}_weight": np.full(3, 1.0 + i) for i in range(8)}
-    first = _first_line(_quadratic, _scaled(**{name: 2.0 for name in params}), params)
+    first = _first_line(_quadratic, _scaled(**dict.fromkeys(params, 2.0)), params)
     assert len(first) <= HEADLINE_WIDTH
     assert first.startswith("wrong gradients: layer0_weight (2× too large)")
     shown = first.count("_weight")
