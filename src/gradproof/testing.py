@@ -33,7 +33,7 @@ from gradproof._words import counted, noun
 from gradproof.checking.check import check
 from gradproof.checking.diagnose_fits import format_factor
 from gradproof.errors import BackendUnavailableError, GradientMismatchError
-from gradproof.report.text import render_result
+from gradproof.report.text import render_result, wrong_count
 from gradproof.results import CheckResult, ParamReport, Verdict
 
 __all__ = [
@@ -452,9 +452,11 @@ def _short_diagnosis(report: ParamReport) -> str:
         return fixed[kind]
     if kind == "few_entries" and diagnosis:
         return f"{counted(len(diagnosis.entries), 'entry')} wrong"
+    if report.n_failed and report.strategy != "directional":
+        return wrong_count(report) or f"{counted(report.n_failed, 'entry')} wrong"
     if report.n_failed:
-        return f"{report.n_failed} of {counted(report.n_checked, 'entry')} wrong"
-    return "probes fail"
+        return f"{counted(report.n_failed, 'entry')} wrong"
+    return "its directional probes fail"
 
 
 def _times(magnitude: float) -> str:
