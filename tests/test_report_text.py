@@ -114,7 +114,7 @@ def _param_reports(draw: st.DrawFn, name: str) -> ParamReport:
     n_checked = n_entries if strategy == "full" else draw(st.integers(0, n_entries))
     n_failed = draw(st.integers(0, n_checked))
     n_inconclusive = draw(st.integers(0, n_checked - n_failed))
-    probes = ()
+    probes: tuple[ProbeReport, ...] = ()
     if strategy == "directional":
         verdicts = draw(st.lists(st.sampled_from([Verdict.PASS, Verdict.FAIL]), max_size=3))
         probes = tuple(
@@ -167,9 +167,11 @@ def _results(draw: st.DrawFn) -> CheckResult:
 
 
 def _rich_text(result: CheckResult, verbose: bool) -> str:
-    console = Console(file=io.StringIO(), width=400, color_system=None, highlight=False)
-    print_result(result, console, verbose=verbose)
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    out = io.StringIO()
+    print_result(
+        result, Console(file=out, width=400, color_system=None, highlight=False), verbose=verbose
+    )
+    return out.getvalue()
 
 
 def _html_text(result: CheckResult) -> str:
