@@ -469,7 +469,7 @@ def test_an_off_by_one_loop_bound_is_a_few_entries():
     numeric = _central_differences(loss, w)
     d = diagnose_parameter("w", analytic, numeric, wrong=_failed(analytic, numeric))
     assert (d.kind, d.entries) == ("few_entries", ((7,),))
-    assert d.summary == "only these entries are wrong: w[7]; every other entry is right"
+    assert d.summary == "only this entry is wrong: w[7]; every other entry is right"
 
 
 def test_a_few_entries_are_listed_up_to_ten(numeric):
@@ -556,7 +556,7 @@ def test_wrong_slices_of_a_3d_parameter_are_named_by_axis():
     a[:, [0, 2], :] *= -1.0
     d = diagnose_parameter("K", a, n)
     assert (d.kind, d.axis) == ("axis", 1)
-    assert d.summary == "indices 0 and 2 along axis 1 of `K` are wrong; the other indices are right"
+    assert d.summary == "indices 0 and 2 along axis 1 of `K` are wrong; the other index is right"
 
 
 def test_a_row_can_be_wrong_with_a_coincidentally_right_entry():

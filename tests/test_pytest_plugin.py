@@ -42,8 +42,8 @@ def test_a_failing_check_shows_the_report_at_the_users_line(pytester):
     out = result.stdout.str()
     assert ">       assert_gradients(case.loss, bug.grad, case.params)" in out
     assert (
-        "E       gradproof.errors.GradientMismatchError: wrong gradients: "
-        "`b1` (analytic = 4 × numeric on every entry), `W2` (analytic = 2 × numeric" in out
+        "E       gradproof.errors.GradientMismatchError: wrong gradients: b1 (4× too large), "
+        "W2 (2× too large)\n" in out
     )
     for expected in (
         "b1: analytic = 4 × numeric on every entry",
@@ -54,6 +54,20 @@ def test_a_failing_check_shows_the_report_at_the_users_line(pytester):
         assert expected in out, expected
     assert not [line for line in result.stdout.lines if "gradproof/testing.py" in line]
     assert not [line for line in result.stdout.lines if "gradproof/checking/check.py" in line]
+
+
+def test_the_short_summary_at_80_columns_keeps_the_verdict(pytester, monkeypatch):
+    """``pytest -ra`` cuts the summary line at the terminal's width: the verdict fits in it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    pytester.makepyfile(test_grads=SHIPPED)  # FAILED test_grads.py::test_shipped_backward - ...
+    result = run(pytester, "-ra")
+    result.assert_outcomes(failed=1)
+    (summary,) = [line for line in result.stdout.lines if line.startswith("FAILED ")]
+    assert len(summary) <= 80
+    assert summary.startswith(
+        "FAILED test_grads.py::test_shipped_backward - wrong gradients: b1 (4"
+    )
+    assert "GradientMismatchError: wrong gradients" in result.stdout.str()  # the traceback's
 
 
 def test_without_tracebackhide_gradproofs_frames_would_show(pytester):
@@ -166,7 +180,8 @@ def test_the_marker_can_refuse_inconclusive_checks(pytester):
     result = run(pytester)
     result.assert_outcomes(failed=1)
     assert "inconclusive gradient check" in result.stdout.str()
-    assert "`w` (3 of 6 entries: kink)" in result.stdout.str()
+    assert "inconclusive gradient check: w (kink)\n" in result.stdout.str()
+    assert "(`w`: 3 of 6 entries)" in result.stdout.str()
 
 
 def test_positional_marker_arguments_are_refused_with_the_fix(pytester):
@@ -259,4 +274,4 @@ def test_the_entry_point_loads_the_plugin(pytester, monkeypatch):
     pytester.makepyfile(SHIPPED)
     result = pytester.runpytest("--strict-markers", "--gradproof-mode=full")
     result.assert_outcomes(failed=1)
-    assert "wrong gradients: `b1`" in result.stdout.str()
+    assert "wrong gradients: b1 (4× too large)" in result.stdout.str()

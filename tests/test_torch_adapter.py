@@ -464,7 +464,11 @@ def test_vmap_falls_back_for_functions_that_do_not_support_it():
     result = check_function(Softplus.apply, randn(3), batch_size=16)
     assert result.passed
     assert "batches" not in result.engine
-    assert any(note.startswith("Not batched: torch.func.vmap") for note in result.notes)
+    assert (
+        "Not batched: torch.func.vmap cannot run this autograd.Function (it has no "
+        "setup_context); each call evaluated one point."
+    ) in result.notes
+    assert "functorch" not in str(result)  # torch's long error stays out of the report
     with pytest.raises(InputError, match=r"`vmap=True`.*setup_context"):
         check_function(Softplus.apply, randn(3), vmap=True)
     quiet = check_function(Softplus.apply, randn(3), vmap=False)
@@ -614,7 +618,8 @@ def test_check_module_batches_through_vmap_where_it_can():
     training_bn = Net()  # BatchNorm updates its running statistics in place: no vmap
     fallback = check_module(training_bn, data(), lambda out: out.pow(2).mean(), seed=0)
     assert "batches" not in fallback.engine
-    assert any(note.startswith("Not batched") for note in fallback.notes)
+    assert any(note.startswith("Not batched: torch.func.vmap cannot") for note in fallback.notes)
+    assert all(len(note) < 200 for note in fallback.notes if note.startswith("Not batched"))
 
 
 def test_check_module_reports_a_zero_upstream_violation():
@@ -759,3 +764,16 @@ def test_docs_table_is_what_the_benchmark_prints():
     for case in CASES:
         reference, result = benchmark.run_gradcheck(case), benchmark.run_gradproof(case)
         assert documented[case.name] == benchmark.table_row(case, reference, result)
+
+
+def test_an_unrecognised_vmap_error_is_quoted_briefly():
+    from gradproof.torch._run import _REASON_LENGTH, _why_not_batched
+
+    long = "RuntimeError: " + "x" * 500
+    reason = _why_not_batched(long)
+    assert reason.startswith("torch.func.vmap could not evaluate the function (RuntimeError: x")
+    assert len(reason) < _REASON_LENGTH + 60
+    assert reason.endswith("…)")
+    assert _why_not_batched("vmap: called random operation while in randomness error mode") == (
+        "torch.func.vmap refuses the function's random operations"
+    )

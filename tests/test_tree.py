@@ -337,6 +337,42 @@ def test_flatten_like_refuses_mismatched_gradients(tree, grad, match):
     assert_same(grad, before)
 
 
+def test_flatten_like_reports_every_wrong_shape_at_once(tree):
+    """Three leaves of the wrong shape: one error names all three, each with its own hint."""
+    grad = _with(
+        W=np.zeros((3, 2)),  # transposed
+        layers=[{"weight": np.zeros((2, 1)), "bias": np.zeros(3)}],  # keepdims; wrong size
+    )
+    with pytest.raises(InputError) as caught:
+        tree.flatten_like(grad)
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        "The gradient has the wrong shape for 3 parameters:",
+        "  - `W` has shape (3, 2); expected (2, 3), the shape of `W`. It has the right number "
+        "of entries: reshape it with `.reshape(2, 3)` only if its entries are already in order. "
+        "It looks transposed: return its `.T`, or check the order of the product in its "
+        "backward.",
+        "  - `layers[0].weight` has shape (2, 1); expected (2,), the shape of "
+        "`layers[0].weight`. It has the right number of entries: reshape it with "
+        "`.reshape(2,)` (or keep the summed axis with `keepdims=True`).",
+        "  - `layers[0].bias` has shape (3,); expected (), the shape of `layers[0].bias`. "
+        "Check which axes the backward sums over.",
+    ]
+
+
+def test_flatten_like_reports_two_wrong_shapes_and_not_the_right_ones(tree):
+    grad = _with(W=np.zeros(6), pair=(np.zeros(1), np.zeros(2)))
+    with pytest.raises(InputError, match=r"^The gradient has the wrong shape for 2 parameters:\n"):
+        tree.flatten_like(grad)
+    try:
+        tree.flatten_like(grad)
+    except InputError as error:
+        message = str(error)
+    assert "`W` has shape (6,)" in message and "keepdims=True" in message
+    assert "`pair[1]` has shape (2,)" in message
+    assert "`pair[0]`" not in message and "`layers" not in message
+
+
 def test_flatten_like_names_what_it_reads(tree):
     with pytest.raises(InputError, match=r"^The Hessian diagonal for `W` has shape \(1,\)"):
         tree.flatten_like(_with(W=np.zeros(1)), what="Hessian diagonal")

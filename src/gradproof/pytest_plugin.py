@@ -46,12 +46,13 @@ run with ``pytest --gradproof-mode=full``.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from gradproof.checking.options import MODES
-from gradproof.errors import InputError
+from gradproof.errors import GradientMismatchError, InputError
 from gradproof.testing import GradientAssertions
 
 __all__ = ["assert_gradients", "pytest_addoption", "pytest_configure"]
@@ -92,6 +93,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``gradproof`` marker, so that ``--strict-markers`` accepts it."""
     config.addinivalue_line("markers", _MARKER_HELP)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Give a wrong gradient's verdict first in the short summary (``-ra``).
+
+    pytest's summary line is ``FAILED <test> - <crash message>``, cut to the
+    terminal's width; the crash message would start with the exception's
+    dotted name, ``gradproof.errors.GradientMismatchError: `` (41 characters),
+    leaving little room at 80 columns. For a GradientMismatchError it is the
+    error's first line alone, e.g. ``wrong gradient: W2 (2× too large)``,
+    which says what failed. The traceback still shows the full message.
+    """
+    report = yield
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if call.excinfo is not None and crash is not None:
+        error = call.excinfo.value
+        if isinstance(error, GradientMismatchError):
+            crash.message = str(error).partition("\n")[0]
+    return report
 
 
 @pytest.fixture

@@ -22,16 +22,19 @@ True
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any
 
 from gradproof._typing import GradFunction, LossFunction, Params
+from gradproof._words import counted, noun
 from gradproof.checking.check import check
+from gradproof.checking.diagnose_fits import format_factor
 from gradproof.errors import BackendUnavailableError, GradientMismatchError
-from gradproof.report.text import render_result
-from gradproof.results import CheckResult, Verdict
+from gradproof.report.text import render_result, wrong_count
+from gradproof.results import CheckResult, ParamReport, Verdict
 
 __all__ = [
     "GradientAssertions",
@@ -86,8 +89,10 @@ def assert_gradients(
     GradientMismatchError
         If a gradient is wrong, or inconclusive and `allow_inconclusive` is
         False. It is an ``AssertionError``; ``err.result`` is the result, and
-        the message starts with one line naming the wrong parameters and goes
-        on with the full report, listing every recorded wrong entry.
+        the message starts with one short line naming the wrong parameters
+        (what pytest's ``-ra`` summary shows, e.g. ``wrong gradient: W2 (2×
+        too large)``) and goes on with the full report, listing every recorded
+        wrong entry.
     KeyboardInterrupt
         If the check was interrupted with Ctrl-C: a test must not pass (or
         fail) on a check that did not finish.
@@ -113,7 +118,7 @@ def assert_gradients(
     ... except AssertionError as error:
     ...     print(str(error).splitlines()[0])
     ...     print(error.result.suspects)
-    wrong gradient: `params` (analytic = 2 × numeric on every entry)
+    wrong gradient: params (2× too large)
     ('params',)
     """
     __tracebackhide__ = True
@@ -348,6 +353,15 @@ class GradientAssertions:
         return assert_jax_function(fn, *args, **self.options(**overrides))
 
 
+HEADLINE_WIDTH = 60
+"""The most characters of a GradientMismatchError's first line.
+
+pytest's short summary (``-ra``) shows ``FAILED test_x.py::test_y - GradientMismatchError: ``
+and then as much of the first line as fits the terminal: within 60 characters the
+verdict survives an 80-column terminal and a short test name.
+"""
+
+
 def _require_correct(result: CheckResult, *, allow_inconclusive: bool) -> CheckResult:
     """Return `result` if it passes; raise the error every ``assert_*`` helper raises."""
     __tracebackhide__ = True
@@ -357,45 +371,133 @@ def _require_correct(result: CheckResult, *, allow_inconclusive: bool) -> CheckR
     if result.verdict is Verdict.FAIL or (
         result.verdict is Verdict.INCONCLUSIVE and not allow_inconclusive
     ):
-        message = _headline(result) + "\n\n" + render_result(result, verbose=True)
+        message = (
+            _headline(result) + _explanation(result) + "\n\n" + render_result(result, verbose=True)
+        )
         raise GradientMismatchError(message, result=result)
     return result
 
 
 def _headline(result: CheckResult) -> str:
-    """Return the message's first line: the wrong (or unjudged) parameters, on one line.
+    """Return the message's first line: the verdict, within HEADLINE_WIDTH characters.
 
-    pytest's short summary (``-ra``) shows only this line, so it names every
-    wrong parameter with its diagnosis.
+    pytest's short summary (``-ra``) shows only the start of this line, so it
+    names the wrong (or unjudged) parameters with a few words on each, e.g.
+    ``wrong gradient: W2 (2× too large)``, as many as fit, then how many more.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradproof import check
+    >>> _headline(check(lambda w: np.sum(w**2), lambda w: -2 * w, np.ones(3)))
+    'wrong gradient: params (sign flipped)'
     """
     if result.verdict is Verdict.FAIL:
-        wrong = [
-            f"`{report.name}`" + (f" ({report.diagnosis.summary})" if report.diagnosis else "")
-            for report in result.params
-            if report.verdict is Verdict.FAIL
-        ]
-        return f"wrong gradient{'s' if len(wrong) > 1 else ''}: {', '.join(wrong)}"
+        wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
+        prefix = f"wrong {noun(len(wrong), 'gradient')}: "
+        return _fit_names(prefix, [(p.name, _short_diagnosis(p)) for p in wrong])
     if result.interrupted:
         return (
-            f"gradient check interrupted after {result.n_checked} of {result.n_entries} "
-            "entries, before it could judge every parameter"
+            f"gradient check interrupted after {result.n_checked} of "
+            f"{counted(result.n_entries, 'entry')}"
         )
-    unjudged = []
-    for report in result.params:
-        if report.verdict is not Verdict.INCONCLUSIVE:
-            continue
+    unjudged = [p for p in result.params if p.verdict is Verdict.INCONCLUSIVE]
+    labelled = []
+    for report in unjudged:
         reasons = sorted({entry.reason.replace("_", " ") for entry in report.inconclusive_entries})
-        counts = (
-            f" ({report.n_inconclusive} of {report.n_checked} entries: {', '.join(reasons)})"
-            if report.n_inconclusive
-            else ""
-        )
-        unjudged.append(f"`{report.name}`{counts}")
+        labelled.append((report.name, ", ".join(reasons)))
+    return _fit_names("inconclusive gradient check: ", labelled)
+
+
+def _explanation(result: CheckResult) -> str:
+    """Return what follows the first line of the message: the counts and what to do."""
+    if result.verdict is not Verdict.INCONCLUSIVE or result.interrupted:
+        return ""
+    unjudged = [
+        f"`{report.name}`: {report.n_inconclusive} of {counted(report.n_checked, 'entry')}"
+        for report in result.params
+        if report.verdict is Verdict.INCONCLUSIVE and report.n_inconclusive
+    ]
     return (
-        f"inconclusive gradient check: nothing wrong, but not every entry could be judged: "
-        f"{', '.join(unjudged)}; `allow_inconclusive=False` counts this as a failure. Check at "
-        "a point away from kinks and non-finite losses, or allow inconclusive checks."
+        "\nNothing wrong, but not every entry could be judged"
+        + (f" ({'; '.join(unjudged)})" if unjudged else "")
+        + "; `allow_inconclusive=False` counts this as a failure. Check at a point away from "
+        "kinks and non-finite losses, or allow inconclusive checks."
     )
+
+
+def _short_diagnosis(report: ParamReport) -> str:
+    """Say in a few words what is wrong with a parameter's gradient, e.g. ``2× too large``."""
+    diagnosis = report.diagnosis
+    kind = diagnosis.kind if diagnosis else "unknown"
+    factor = diagnosis.factor if diagnosis else None
+    if kind in ("scale", "sign") and factor is not None and math.isfinite(factor) and factor:
+        about = "≈" if diagnosis and "≈" in diagnosis.summary else ""
+        magnitude = abs(factor)
+        if format_factor(magnitude) == "1":
+            size = ""
+        elif magnitude > 1:
+            size = f"{about}{_times(magnitude)}× too large"
+        else:
+            size = f"{about}{_times(1 / magnitude)}× too small"
+        if factor > 0:
+            return size
+        return "sign flipped" + (f", {size}" if size else "")
+    if diagnosis and kind == "swapped" and diagnosis.partner:
+        return f"swapped with {diagnosis.partner}"
+    if diagnosis and kind == "axis" and diagnosis.axis is not None:
+        return f"wrong along axis {diagnosis.axis}"
+    fixed = {"non_finite": "NaN or infinite", "zero": "all zeros", "transpose": "transposed"}
+    if kind in fixed:
+        return fixed[kind]
+    if kind == "few_entries" and diagnosis:
+        return f"{counted(len(diagnosis.entries), 'entry')} wrong"
+    if report.n_failed and report.strategy != "directional":
+        return wrong_count(report) or f"{counted(report.n_failed, 'entry')} wrong"
+    if report.n_failed:
+        return f"{counted(report.n_failed, 'entry')} wrong"
+    return "its directional probes fail"
+
+
+def _times(magnitude: float) -> str:
+    """Write a factor's size briefly: ``2``, ``16``, ``1.37``."""
+    shown = format_factor(magnitude)
+    return shown if "/" not in shown and len(shown) <= 4 else f"{magnitude:.3g}"
+
+
+def _fit_names(prefix: str, items: list[tuple[str, str]]) -> str:
+    """Join ``name (label)`` items after `prefix` within HEADLINE_WIDTH, then ``and N more``.
+
+    Labels are dropped when they do not fit, then names; a name longer than the line is cut.
+
+    Examples
+    --------
+    >>> _fit_names("wrong gradients: ", [("W1", "2× too large"), ("b1", "transposed")])
+    'wrong gradients: W1 (2× too large), b1 (transposed)'
+    >>> _fit_names("wrong gradients: ", [(f"layer{i}.weight", "sign flipped") for i in range(5)])
+    'wrong gradients: layer0.weight (sign flipped) and 4 more'
+    """
+    shown: list[str] = []
+    labels = True
+    for i, (name, label) in enumerate(items):
+        rest = len(items) - i - 1
+        more = f" and {rest} more" if rest else ""
+        candidates = [f"{name} ({label})", name] if labels and label else [name]
+        for candidate in candidates:
+            if len(prefix + ", ".join([*shown, candidate]) + more) <= HEADLINE_WIDTH:
+                shown.append(candidate)
+                if candidate == name and label:
+                    labels = False  # once one label is dropped, the rest are too
+                break
+        else:
+            break
+    hidden = len(items) - len(shown)
+    if not shown and items:
+        more = f" and {hidden - 1} more" if hidden > 1 else ""
+        room = max(HEADLINE_WIDTH - len(prefix) - len(more), 2)
+        name = items[0][0]
+        shown, hidden = [name if len(name) <= room else name[: room - 1] + "…"], hidden - 1
+    return prefix + ", ".join(shown) + (f" and {hidden} more" if hidden else "")
 
 
 def _backend(name: str) -> ModuleType:

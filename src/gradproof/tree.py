@@ -326,8 +326,20 @@ class ParamTree:
             has the wrong shape, or a leaf is not numeric.
         """
         out = np.empty(self.size, dtype=np.float64)
+        wrong_shapes: list[str] = []  # every leaf of the wrong shape, reported together
         for leaf, value in _match(self._node, other, self.leaves, "", what):
-            out[leaf.span] = _read_matching_leaf(value, leaf, what)
+            array = _read_matching_leaf(value, leaf, what)
+            if array.shape != leaf.shape:
+                wrong_shapes.append(_shape_problem(array.shape, leaf))
+                continue
+            out[leaf.span] = np.array(array, dtype=np.float64).reshape(-1)
+        if len(wrong_shapes) == 1:
+            raise InputError(f"The {what} for {wrong_shapes[0]}")
+        if wrong_shapes:
+            listed = "\n".join(f"  - {problem}" for problem in wrong_shapes)
+            raise InputError(
+                f"The {what} has the wrong shape for {len(wrong_shapes)} parameters:\n{listed}"
+            )
         return out
 
     def locate(self, flat_index: int) -> tuple[Leaf, tuple[int, ...]]:
@@ -415,7 +427,8 @@ def _build_complex_leaf(leaf: Leaf, values: npt.NDArray[Any]) -> Any:
     return values.reshape(leaf.shape)
 
 
-def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
+def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> npt.NDArray[Any]:
+    """Read a leaf's counterpart as a real array; its shape is checked by the caller."""
     try:
         array = np.asarray(value)
     except Exception as exc:  # e.g. a tensor that refuses conversion
@@ -428,26 +441,27 @@ def _read_matching_leaf(value: object, leaf: Leaf, what: str) -> FloatArray:
             f"The {what} for `{leaf.name}` has dtype {array.dtype}; expected real numbers of "
             f"shape {leaf.shape}. Return a float array."
         )
-    if array.shape != leaf.shape:
-        if array.ndim == 2 and array.shape == leaf.shape[::-1]:
-            # A reshape would scramble a transposed gradient: qualify it, and name the transpose.
-            hint = (
-                f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
-                "only if its entries are already in order. It looks transposed: return its "
-                "`.T`, or check the order of the product in its backward."
-            )
-        elif array.size == leaf.size:
-            hint = (
-                f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
-                "(or keep the summed axis with `keepdims=True`)."
-            )
-        else:
-            hint = " Check which axes the backward sums over."
-        raise InputError(
-            f"The {what} for `{leaf.name}` has shape {array.shape}; expected {leaf.shape}, the "
-            f"shape of `{leaf.name}`.{hint}"
+    return array
+
+
+def _shape_problem(shape: tuple[int, ...], leaf: Leaf) -> str:
+    """Say how an array of `shape`, given for `leaf`, is wrong, with what to do about it."""
+    if len(shape) == 2 and shape == leaf.shape[::-1]:
+        # A reshape would scramble a transposed gradient: qualify it, and name the transpose.
+        hint = (
+            f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
+            "only if its entries are already in order. It looks transposed: return its "
+            "`.T`, or check the order of the product in its backward."
         )
-    return np.array(array, dtype=np.float64).reshape(-1)
+    elif math.prod(shape) == leaf.size:
+        hint = (
+            f" It has the right number of entries: reshape it with `.reshape{leaf.shape}` "
+            "(or keep the summed axis with `keepdims=True`)."
+        )
+    else:
+        hint = " Check which axes the backward sums over."
+    expected = f"expected {leaf.shape}, the shape of `{leaf.name}`"
+    return f"`{leaf.name}` has shape {shape}; {expected}.{hint}"
 
 
 # -- structure --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._typing import BoolArray, FloatArray
+from gradproof._words import counted
 from gradproof.checking.diagnose_fits import (
     EXPLAINED_FRACTION,
     SCALE_FIT_TOLERANCE,
@@ -146,7 +147,10 @@ def _diagnose_parameter(
     if np.any(bad):
         return Diagnosis(
             kind="non_finite",
-            summary=f"analytic gradient is NaN or infinite at {int(bad.sum())} of {a.size} entries",
+            summary=(
+                f"analytic gradient is NaN or infinite at {int(bad.sum())} of "
+                f"{counted(a.size, 'entry')}"
+            ),
             hint=(
                 f"The backward of `{name}` divides by zero or overflows (log of 0, exp of a large "
                 "value, 0/0): guard it, e.g. clip probabilities before taking their log."

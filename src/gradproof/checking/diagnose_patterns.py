@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradproof._typing import BoolArray, FloatArray
+from gradproof._words import noun
 from gradproof.checking.diagnose_fits import SCALE_FIT_TOLERANCE, _explains
 from gradproof.results import Diagnosis
 from gradproof.tree import format_index
@@ -53,9 +54,10 @@ def _few_entries_diagnosis(name: str, usable: BoolArray, failing: BoolArray) -> 
         return None
     entries = tuple(tuple(int(i) for i in index) for index in np.argwhere(failing))
     listed = _listing([format_index(name, index) for index in entries], conjunction=False)
+    these = "only this entry is wrong" if count == 1 else "only these entries are wrong"
     return Diagnosis(
         kind="few_entries",
-        summary=f"only these entries are wrong: {listed}; every other entry is right",
+        summary=f"{these}: {listed}; every other entry is right",
         hint=(
             f"Only some entries of `{name}`'s gradient are wrong: look for an off-by-one index "
             "or loop bound, or an overwrite (`=`) where repeated indices must accumulate "
@@ -71,15 +73,15 @@ def _axis_diagnosis(
     """Find wrong entries that fill some slices of an axis, or an error the same along one."""
     # Slices first: when some rows are right, naming the wrong ones is the sharper statement
     # (a row off by a constant is also "the same error in every column").
-    best: tuple[float, int, list[int]] | None = None
+    best: tuple[float, int, list[int], int] | None = None
     for axis in range(a_full.ndim if a_full.ndim >= 2 else 0):
         found = _wrong_slices(axis, usable, failing)
         # Prefer the axis whose wrong slices are the most completely wrong.
         if found is not None and (best is None or found[0] > best[0]):
-            best = (found[0], axis, found[1])
+            best = (found[0], axis, found[1], found[2])
     if best is not None:
-        _, axis, indices = best
-        return _wrong_slices_diagnosis(name, axis, a_full.ndim, indices)
+        _, axis, indices, n_right = best
+        return _wrong_slices_diagnosis(name, axis, a_full.ndim, indices, n_right)
     constant = [
         axis
         for axis in range(a_full.ndim)
@@ -111,10 +113,11 @@ def _error_is_constant_along(
 
 def _wrong_slices(
     axis: int, usable: BoolArray, failing: BoolArray
-) -> tuple[float, list[int]] | None:
+) -> tuple[float, list[int], int] | None:
     """Find the wrong slices along `axis`, if every other slice is right (_WRONG_SLICE_SHARE).
 
-    Returns the share of failing entries within the wrong slices, and their indices.
+    Returns the share of failing entries within the wrong slices, their indices, and how
+    many slices are right.
     """
     others = tuple(i for i in range(usable.ndim) if i != axis)
     judged = np.sum(usable, axis=others)
@@ -124,7 +127,7 @@ def _wrong_slices(
     if not is_wrong.any() or not is_right.any() or np.any(~is_wrong & ~is_right & (judged > 0)):
         return None
     share = float(wrong[is_wrong].sum()) / float(judged[is_wrong].sum())
-    return share, [int(i) for i in np.flatnonzero(is_wrong)]
+    return share, [int(i) for i in np.flatnonzero(is_wrong)], int(is_right.sum())
 
 
 def _slice_words(axis: int, ndim: int) -> tuple[str, str]:
@@ -134,14 +137,15 @@ def _slice_words(axis: int, ndim: int) -> tuple[str, str]:
     return "index", "indices"
 
 
-def _wrong_slices_diagnosis(name: str, axis: int, ndim: int, indices: list[int]) -> Diagnosis:
+def _wrong_slices_diagnosis(
+    name: str, axis: int, ndim: int, indices: list[int], n_right: int
+) -> Diagnosis:
     one, many = _slice_words(axis, ndim)
     along = "" if ndim == 2 else f" along axis {axis}"
     listed = _listing([str(i) for i in indices], conjunction=True)
-    if len(indices) == 1:
-        summary = f"{one} {listed}{along} of `{name}` is wrong; the other {many} are right"
-    else:
-        summary = f"{many} {listed}{along} of `{name}` are wrong; the other {many} are right"
+    wrong = f"{one} {listed}" if len(indices) == 1 else f"{many} {listed}"
+    right = f"the other {one} is right" if n_right == 1 else f"the other {many} are right"
+    summary = f"{wrong}{along} of `{name}` {noun(len(indices), 'is')} wrong; {right}"
     return Diagnosis(
         kind="axis",
         summary=summary,

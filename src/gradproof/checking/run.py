@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
+from gradproof._words import counted, noun
 from gradproof.checking.context import Context, StopState
 from gradproof.checking.directional import DirectionalOutcome, check_directional
 from gradproof.checking.options import CheckOptions
@@ -333,7 +334,7 @@ def _merged(
 def _stop_note(reason: str, budget: int | None, entries: Entries, mode: str) -> str:
     """Say why the check stopped before measuring everything."""
     measured = int(np.count_nonzero(entries.codes != UNCHECKED))
-    done = f"{measured} of {entries.codes.size} entries were measured"
+    done = f"{measured} of {counted(entries.codes.size, 'entry')} {noun(measured, 'was')} measured"
     cover = (
         "Raise the budget to finish; a failing probe is still a wrong gradient."
         if mode == "directional"

@@ -6,10 +6,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from gradproof._words import counted, noun
 from gradproof.errors import GradientMismatchError
 from gradproof.report.text import render_result
 from gradproof.results import CheckResult, Verdict
-from gradproof.testing import _headline
+from gradproof.testing import _explanation, _headline
 
 __all__ = ["GuardError", "GuardRecord"]
 
@@ -93,20 +94,22 @@ class GuardRecord:
         return self.result.suspects
 
     def __str__(self) -> str:
-        cost = f"({self.n_evals} loss evaluations, {_seconds(self.seconds)} s)"
+        cost = f"({counted(self.n_evals, 'loss evaluation')}, {_seconds(self.seconds)} s)"
         if self.verdict is Verdict.PASS:
             return f"step {self.step}: passed {cost}"
         if self.verdict is Verdict.FAIL:
-            plural = "s" if len(self.suspects) > 1 else ""
             wrong = ", ".join(self.suspects)
-            return f"step {self.step}: FAILED, wrong gradient{plural}: {wrong} {cost}"
-        counted = (
+            return (
+                f"step {self.step}: FAILED, wrong {noun(len(self.suspects), 'gradient')}: "
+                f"{wrong} {cost}"
+            )
+        judged = (
             "counted as a failure (allow_inconclusive=False)"
             if self.failed
             else "not counted as a failure"
         )
         unjudged = ", ".join(self.result.inconclusive) or "interrupted"
-        return f"step {self.step}: inconclusive, {counted}: {unjudged} {cost}"
+        return f"step {self.step}: inconclusive, {judged}: {unjudged} {cost}"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict, with the full result under ``"result"``."""
@@ -123,11 +126,14 @@ class GuardRecord:
 
 
 def _failure_message(result: CheckResult, step: int) -> str:
-    """Return a GuardError's text: one line with the step and the verdict, then the report."""
+    """Return a GuardError's text: one line with the step and the verdict, then the report.
+
+    The report is the one ``str(result)`` prints, listing the same few worst entries per
+    parameter as :func:`gradproof.check`'s text report; ``error.result`` holds them all.
+    """
     verb = "failed" if result.verdict is Verdict.FAIL else "counted as failed"
-    return f"gradient check {verb} at step {step}: {_headline(result)}\n\n" + render_result(
-        result, verbose=True
-    )
+    first = f"gradient check {verb} at step {step}: {_headline(result)}{_explanation(result)}"
+    return first + "\n\n" + render_result(result)
 
 
 def _seconds(value: float) -> str:
@@ -152,15 +158,15 @@ def _outcomes(records: list[GuardRecord]) -> str:
         return "all passed"
     parts = [f"{len(passed)} passed"] if passed else []
     doubtful = [r for r in records if r.verdict is Verdict.INCONCLUSIVE]
-    counted = [r for r in doubtful if r.failed]
-    if len(counted) < len(doubtful):
-        n = len(doubtful) - len(counted)
+    as_failed = [r for r in doubtful if r.failed]
+    if len(as_failed) < len(doubtful):
+        n = len(doubtful) - len(as_failed)
         steps = _list_steps([r.step for r in doubtful if not r.failed])
-        parts.append(f"{n} inconclusive at step{'s' if n > 1 else ''} {steps} (not a failure)")
-    if counted:
-        steps = _list_steps([r.step for r in counted])
+        parts.append(f"{n} inconclusive at {noun(n, 'step')} {steps} (not a failure)")
+    if as_failed:
+        steps = _list_steps([r.step for r in as_failed])
         parts.append(
-            f"{len(counted)} inconclusive at step{'s' if len(counted) > 1 else ''} {steps} "
+            f"{len(as_failed)} inconclusive at {noun(len(as_failed), 'step')} {steps} "
             "(counted as failed)"
         )
     wrong = [r for r in records if r.verdict is Verdict.FAIL]
@@ -168,7 +174,7 @@ def _outcomes(records: list[GuardRecord]) -> str:
         suspects = list(dict.fromkeys(name for r in wrong for name in r.suspects))
         steps = _list_steps([r.step for r in wrong])
         parts.append(
-            f"{len(wrong)} failed at step{'s' if len(wrong) > 1 else ''} {steps} "
-            f"(wrong gradients: {', '.join(suspects)})"
+            f"{len(wrong)} failed at {noun(len(wrong), 'step')} {steps} "
+            f"(wrong {noun(len(suspects), 'gradient')}: {', '.join(suspects)})"
         )
     return ", ".join(parts)

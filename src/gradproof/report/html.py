@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._typing import Params
+from gradproof._words import counted, noun
 from gradproof.errors import BackendUnavailableError
 from gradproof.report.text import (
     _ENTRY_HEADERS,
@@ -34,7 +35,8 @@ from gradproof.report.text import (
     _param_row,
     _probe_cells,
     _split_code,
-    _wrong_count,
+    refined_phrase,
+    wrong_count,
 )
 from gradproof.results import CheckResult, Verdict
 
@@ -128,16 +130,16 @@ def _diagnosis_section(result: CheckResult) -> str:
     for report in wrong:
         diagnosis = report.diagnosis
         summary = diagnosis.summary if diagnosis else "wrong"
-        parts.append(
-            f"<h3>{escape(report.name)}: {_prose(summary)} ({escape(_wrong_count(report))})</h3>"
-        )
+        count = wrong_count(report)
+        shown_count = f" ({escape(count)})" if count else ""
+        parts.append(f"<h3>{escape(report.name)}: {_prose(summary)}{shown_count}</h3>")
         if diagnosis:
             parts.append(f'<p class="hint">{_prose(diagnosis.hint)}</p>')
         if report.failures:
             parts.append(_table(_ENTRY_HEADERS, _entry_rows(report.failures)))
             hidden = report.n_failed - len(report.failures)
             if hidden > 0:
-                parts.append(f"<p>… {hidden} more wrong entries not listed.</p>")
+                parts.append(f"<p>… {hidden} more wrong {noun(hidden, 'entry')} not listed.</p>")
     return "".join(parts)
 
 
@@ -148,7 +150,8 @@ def _inconclusive_section(result: CheckResult) -> str:
     parts = ["<h2>Inconclusive entries (not counted as wrong)</h2>"]
     for report in reports:
         parts.append(
-            f"<h3>{escape(report.name)}: {report.n_inconclusive} of {report.n_checked} entries</h3>"
+            f"<h3>{escape(report.name)}: {report.n_inconclusive} of "
+            f"{counted(report.n_checked, 'entry')}</h3>"
         )
         parts.append(_table(_INCONCLUSIVE_HEADERS, _inconclusive_rows(report.inconclusive_entries)))
     return "".join(parts)
@@ -171,9 +174,7 @@ def _probes_section(result: CheckResult) -> str:
 
 def _how_section(result: CheckResult) -> str:
     tolerance = f"rtol {result.rtol:.3g}" + (f", atol {result.atol:.3g}" if result.atol else "")
-    refined = (
-        f" ({result.n_refined} entries re-measured at smaller steps)" if result.n_refined else ""
-    )
+    refined = refined_phrase(result.n_refined)
     rows = [
         ["method", f"{result.method} differences"],
         ["step", result.step],

@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from gradproof._words import counted, noun
 from gradproof.report.text import (
     _ENTRY_HEADERS,
     _INCONCLUSIVE_HEADERS,
@@ -30,7 +31,8 @@ from gradproof.report.text import (
     _param_row,
     _probe_cells,
     _split_code,
-    _wrong_count,
+    refined_phrase,
+    wrong_count,
 )
 from gradproof.results import CheckResult, ParamReport, Verdict
 
@@ -88,12 +90,13 @@ def _prose(text: str, style: str = "") -> Text:
 def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
     diagnosis = report.diagnosis
     summary = diagnosis.summary if diagnosis else "wrong"
+    count = wrong_count(report)
     parts: list[RenderableType] = [
         Text.assemble(
             ("  " + report.name, "bold red"),
             ": ",
             _prose(summary),
-            f" ({_wrong_count(report)})",
+            f" ({count})" if count else "",
         )
     ]
     if diagnosis:
@@ -109,7 +112,7 @@ def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
         )
     hidden = report.n_failed - len(shown)
     if hidden:
-        parts.append(Text(f"    ... {hidden} more wrong entr{'y' if hidden == 1 else 'ies'}"))
+        parts.append(Text(f"    ... {hidden} more wrong {noun(hidden, 'entry')}"))
     return parts
 
 
@@ -119,7 +122,7 @@ def _inconclusive(report: ParamReport, verbose: bool) -> list[RenderableType]:
     parts: list[RenderableType] = [
         Text.assemble(
             ("  " + report.name, "bold yellow"),
-            f": {report.n_inconclusive} of {report.n_checked} entries",
+            f": {report.n_inconclusive} of {counted(report.n_checked, 'entry')}",
         ),
         Padding(
             _entry_table(_INCONCLUSIVE_HEADERS, _inconclusive_rows(shown)),
@@ -129,9 +132,7 @@ def _inconclusive(report: ParamReport, verbose: bool) -> list[RenderableType]:
     ]
     hidden = report.n_inconclusive - len(shown)
     if hidden:
-        parts.append(
-            Text(f"    ... {hidden} more inconclusive entr{'y' if hidden == 1 else 'ies'}")
-        )
+        parts.append(Text(f"    ... {hidden} more inconclusive {noun(hidden, 'entry')}"))
     return parts
 
 
@@ -159,7 +160,8 @@ def render_renderable(
     style = VERDICT_STYLE[result.verdict]
     header = Panel(
         Text(
-            f"{len(result.params)} parameters, {result.n_entries} entries; mode {result.mode}, "
+            f"{counted(len(result.params), 'parameter')}, {counted(result.n_entries, 'entry')}; "
+            f"mode {result.mode}, "
             f"{result.method} differences, step {result.step}, rtol {result.rtol:.3g}"
             + (f", atol {result.atol:.3g}" if result.atol else "")
             + (f", seed {result.seed}" if result.seed is not None else "")
@@ -198,9 +200,7 @@ def render_renderable(
         parts += [Text(""), Text("Notes", style="bold")]
         parts += [_prose(f"  - {note}") for note in result.notes]
 
-    refined = (
-        f" ({result.n_refined} entries re-measured at smaller steps)" if result.n_refined else ""
-    )
+    refined = refined_phrase(result.n_refined)
     parts += [
         Text(""),
         Text(

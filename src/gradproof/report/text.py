@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradproof._words import counted, noun
 from gradproof.results import (
     CheckResult,
     EntryReport,
@@ -21,7 +22,7 @@ from gradproof.results import (
     register_renderer,
 )
 
-__all__ = ["render_result", "render_table"]
+__all__ = ["refined_phrase", "render_result", "render_table", "wrong_count"]
 
 ENTRIES_SHOWN = 3
 """Wrong entries listed per parameter unless ``verbose``."""
@@ -67,28 +68,34 @@ def _headline(result: CheckResult) -> str:
     n = len(result.params)
     if result.verdict is Verdict.FAIL:
         wrong = result.suspects
+        if n == 1:
+            return f"gradproof: WRONG: {wrong[0]} has a wrong gradient"
         return (
-            f"gradproof: WRONG: {len(wrong)} of {n} parameter{'s' if n > 1 else ''} "
+            f"gradproof: WRONG: {len(wrong)} of {counted(n, 'parameter')} "
             f"{'has a wrong gradient' if len(wrong) == 1 else 'have wrong gradients'}: "
             f"{', '.join(wrong)}"
         )
     if result.verdict is Verdict.INCONCLUSIVE:
         if result.interrupted and result.mode == "directional":
             return (
-                f"gradproof: INCONCLUSIVE: interrupted after {result.n_probes} directional "
-                f"probes and {result.n_checked} single entries; nothing wrong among those measured"
+                f"gradproof: INCONCLUSIVE: interrupted after "
+                f"{counted(result.n_probes, 'directional probe')} and "
+                f"{counted(result.n_checked, 'single entry', 'single entries')}; nothing wrong "
+                "among those measured"
             )
         if result.interrupted:
             return (
                 f"gradproof: INCONCLUSIVE: interrupted after {result.n_checked} of "
-                f"{result.n_entries} entries; nothing wrong among those measured"
+                f"{counted(result.n_entries, 'entry')}; nothing wrong among those measured"
             )
         return (
             f"gradproof: INCONCLUSIVE: nothing wrong, but some entries could not be judged: "
             f"{', '.join(result.inconclusive)}"
         )
-    plural = "s" if n > 1 else ""
-    return f"gradproof: CORRECT: all {n} parameter{plural} ({result.n_entries} entries) pass"
+    if n == 1:
+        only = result.params[0].name
+        return f"gradproof: CORRECT: {only} ({counted(result.n_entries, 'entry')}) passes"
+    return f"gradproof: CORRECT: all {n} parameters ({counted(result.n_entries, 'entry')}) pass"
 
 
 def _probe_figures(report: ParamReport) -> tuple[float, float]:
@@ -217,7 +224,8 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
     for report in wrong:
         diagnosis = report.diagnosis
         summary = diagnosis.summary if diagnosis else "wrong"
-        parts.append(f"  {report.name}: {summary} ({_wrong_count(report)})")
+        count = wrong_count(report)
+        parts.append(f"  {report.name}: {summary}" + (f" ({count})" if count else ""))
         if diagnosis:
             parts.append(f"    {diagnosis.hint}")
         shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
@@ -232,13 +240,15 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         )
         hidden = report.n_failed - len(shown)
         if hidden:
-            parts.append(f"    ... {hidden} more wrong entr{'y' if hidden == 1 else 'ies'}")
+            parts.append(f"    ... {hidden} more wrong {noun(hidden, 'entry')}")
 
     inconclusive = [p for p in result.params if p.n_inconclusive]
     if inconclusive:
         parts += ["", "Inconclusive entries (not counted as wrong)"]
     for report in inconclusive:
-        parts.append(f"  {report.name}: {report.n_inconclusive} of {report.n_checked} entries")
+        parts.append(
+            f"  {report.name}: {report.n_inconclusive} of {counted(report.n_checked, 'entry')}"
+        )
         shown_entries = (
             report.inconclusive_entries if verbose else report.inconclusive_entries[:ENTRIES_SHOWN]
         )
@@ -247,7 +257,7 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         )
         hidden = report.n_inconclusive - len(shown_entries)
         if hidden:
-            parts.append(f"    ... {hidden} more inconclusive entr{'y' if hidden == 1 else 'ies'}")
+            parts.append(f"    ... {hidden} more inconclusive {noun(hidden, 'entry')}")
 
     probed = [p for p in result.params if p.probes]
     if probed and (verbose or any(p.verdict is not Verdict.PASS for p in probed)):
@@ -265,9 +275,7 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         parts += [f"  - {note}" for note in result.notes]
 
     tolerance = f"rtol {result.rtol:.3g}" + (f", atol {result.atol:.3g}" if result.atol else "")
-    refined = (
-        f" ({result.n_refined} entries re-measured at smaller steps)" if result.n_refined else ""
-    )
+    refined = refined_phrase(result.n_refined)
     seed = f", seed {result.seed}" if result.seed is not None else ""
     margin = (
         f"; margin {result.margin:.3g}× (the worst entry uses {100 / result.margin:.2g}% of its "
@@ -285,31 +293,67 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
     return "\n".join(parts)
 
 
-def _wrong_count(report: ParamReport) -> str:
+def refined_phrase(n_refined: int) -> str:
+    """Return ``" (N entries re-measured at smaller steps)"``, or ``""`` when none were.
+
+    Examples
+    --------
+    >>> refined_phrase(1), refined_phrase(0)
+    (' (1 entry re-measured at smaller steps)', '')
+    """
+    return f" ({counted(n_refined, 'entry')} re-measured at smaller steps)" if n_refined else ""
+
+
+def wrong_count(report: ParamReport) -> str:
+    """Say how many of a wrong parameter's entries are wrong, out of how many measured.
+
+    The text, terminal and HTML reports show it in parentheses after the
+    diagnosis; it is empty when the diagnosis already gives the same count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradproof import check
+    >>> result = check(lambda w: np.sum(w**2), lambda w: 4 * w, np.ones(3))
+    >>> wrong_count(result.params[0])
+    'all 3 entries wrong'
+    """
     if report.strategy == "directional" and report.n_failed:
+        failed_probes = sum(p.verdict is Verdict.FAIL for p in report.probes)
         why = (
-            "after its probe failed"
-            if any(p.verdict is Verdict.FAIL for p in report.probes)
-            else "(NaN or infinite analytic entries are measured one by one)"
+            f"after its {noun(failed_probes, 'probe')} failed"
+            if failed_probes
+            else "because NaN or infinite analytic entries are"
         )
-        return (
-            f"{report.n_failed} wrong of the {report.n_checked} entries measured one by one "
-            f"{why}, out of {report.n_entries}"
+        measured = (
+            ("its only entry" if report.n_entries == 1 else "every entry")
+            if report.n_checked == report.n_entries
+            else f"{report.n_checked} of {counted(report.n_entries, 'entry')}"
         )
-    if report.n_failed:
-        return f"{report.n_failed} of {report.n_checked} entries wrong"
-    return "found by its directional probes"
+        return f"{report.n_failed} wrong; {measured} measured one by one {why}"
+    if not report.n_failed:
+        return "found by its directional probes"
+    n_failed, n_checked = report.n_failed, report.n_checked
+    summary = report.diagnosis.summary if report.diagnosis else ""
+    if f"{n_failed} of {counted(n_checked, 'entry')}" in summary:
+        return ""  # the diagnosis already says it (e.g. NaN or infinite at 1 of 20 entries)
+    if n_checked < report.n_entries:
+        return f"{n_failed} of {counted(n_checked, 'measured entry', 'measured entries')} wrong"
+    if n_failed == n_checked:
+        return "its only entry wrong" if n_failed == 1 else f"all {n_failed} entries wrong"
+    return f"{n_failed} of {counted(n_checked, 'entry')} wrong"
 
 
 def _coverage_line(result: CheckResult, refined: str) -> str:
     """Say what the strategy covered and what it cost."""
     engine = "" if result.engine == "serial" else f" ({result.engine})"
-    cost = f"{result.n_evals} loss evaluations{refined} in {result.seconds:.2f} s{engine}."
+    evals = counted(result.n_evals, "loss evaluation")
+    cost = f"{evals}{refined} in {result.seconds:.2f} s{engine}."
+    measured = f"{result.n_checked} of {counted(result.n_entries, 'entry')}"
     if result.mode == "directional":
         return (
-            f"Mode directional: every tensor probed along random directions, {result.n_probes} "
-            f"probes in all; {result.n_checked} of {result.n_entries} entries measured one by one; "
-            + cost
+            "Mode directional: every tensor probed along random directions, "
+            f"{counted(result.n_probes, 'probe')} in all; {measured} measured one by one; " + cost
         )
     if result.mode == "sampled":
         partial = [p for p in result.params if p.n_checked < p.n_entries]
@@ -321,11 +365,8 @@ def _coverage_line(result: CheckResult, refined: str) -> str:
             else ""
         )
         share = result.n_checked / result.n_entries if result.n_entries else 1.0
-        return (
-            f"Mode sampled: {result.n_checked} of {result.n_entries} entries ({share:.2%}) "
-            f"measured{chance}; " + cost
-        )
-    return f"{result.n_checked} of {result.n_entries} entries checked with " + cost
+        return f"Mode sampled: {measured} ({share:.2%}) measured{chance}; " + cost
+    return f"{measured} checked with " + cost
 
 
 register_renderer(render_result)  # str(result) renders with it (Note [Results render late])

@@ -17,6 +17,7 @@ import torch
 from torch.autograd import forward_ad
 from torch.func import vmap as torch_vmap
 
+from gradproof._words import counted, noun
 from gradproof.errors import InputError
 from gradproof.torch._convert import (
     _TORCH_TO_NUMPY,
@@ -82,7 +83,8 @@ class _Reverse(_Family):
         reverse = cls(problem, cotangents, labels)
         reverse.description = (
             f"Reverse mode (VJP): the gradient of <u, output> for {n_cotangents} random "
-            f"cotangent{'s' if n_cotangents > 1 else ''} u over the {size} output entries "
+            f"{noun(n_cotangents, 'cotangent')} u over the "
+            f"{counted(size, 'output entry', 'output entries')} "
             "(entries of random sign and size in [0.5, 1.5)), computed by the backward."
         )
         return reverse

@@ -10,6 +10,7 @@ import torch
 from torch.func import functional_call
 from torch.func import vmap as torch_vmap
 
+from gradproof._words import counted, noun
 from gradproof.engine.randomness import reseed
 from gradproof.errors import InputError
 from gradproof.torch._convert import (
@@ -81,14 +82,18 @@ class _ModuleProblem:
         frozen = {n: p.detach() for n, p in module.named_parameters() if not p.requires_grad}
         others = {**frozen, **{n: b.detach() for n, b in module.named_buffers()}}
         problem = cls(module, loss_fn, checked, others, tuple(args), seed)
-        kept = [f"{len(frozen)} frozen parameter{'s' * (len(frozen) != 1)}"] if frozen else []
+        kept = [counted(len(frozen), "frozen parameter")] if frozen else []
         buffers = len(others) - len(frozen)
-        kept += [f"{buffers} buffer{'s' * (buffers != 1)}"] if buffers else []
+        kept += [counted(buffers, "buffer")] if buffers else []
+        n = len(checked)
+        which = "the only parameter" if n == 1 else f"the {n} parameters"
+        verb = "was" if len(others) == 1 else "were"  # one frozen parameter or one buffer
         problem.notes.append(
-            f"The gradients of the {len(checked)} parameters of the {type(module).__name__} that "
-            "require grad were checked for the given inputs and loss"
+            f"The {noun(n, 'gradient')} of {which} of the {type(module).__name__} that "
+            f"{'requires' if n == 1 else 'require'} grad {noun(n, 'was')} checked for the given "
+            "inputs and loss"
             + (
-                f"; its {' and '.join(kept)} were passed as fresh copies and left alone"
+                f"; its {' and '.join(kept)} {verb} passed as fresh copies and left alone"
                 if kept
                 else ""
             )

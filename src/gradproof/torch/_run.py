@@ -55,11 +55,44 @@ def _use_vmap(vmap: bool | None, trials: list[Callable[[], None]], notes: list[s
             "of buffers (BatchNorm in training mode) cannot be batched. Leave `vmap` unset to "
             "fall back to one point per call."
         )
-    notes.append(
-        f"Not batched: torch.func.vmap could not evaluate the function ({failure}), so each "
-        "call evaluated one point."
-    )
+    notes.append(f"Not batched: {_why_not_batched(failure)}; each call evaluated one point.")
     return False
+
+
+_VMAP_REFUSALS = (
+    (
+        "must override the setup_context staticmethod",
+        "torch.func.vmap cannot run this autograd.Function (it has no setup_context)",
+    ),
+    (
+        "Batch norm got a batched tensor",
+        "torch.func.vmap cannot run BatchNorm in training mode (it updates its running "
+        "statistics in place)",
+    ),
+    ("random operation", "torch.func.vmap refuses the function's random operations"),
+)
+"""What torch's long vmap errors mean, in a few words: (text of the error, the note's reason)."""
+
+_REASON_LENGTH = 120
+"""The most characters of an unrecognised vmap error a note quotes."""
+
+
+def _why_not_batched(failure: str) -> str:
+    """Say briefly why torch.func.vmap could not evaluate the function.
+
+    Examples
+    --------
+    >>> _why_not_batched("RuntimeError: ... it must override the setup_context staticmethod")
+    'torch.func.vmap cannot run this autograd.Function (it has no setup_context)'
+    >>> _why_not_batched("ValueError: odd")
+    'torch.func.vmap could not evaluate the function (ValueError: odd)'
+    """
+    for text, reason in _VMAP_REFUSALS:
+        if text in failure:
+            return reason
+    if len(failure) > _REASON_LENGTH:
+        failure = failure[: _REASON_LENGTH - 1].rstrip() + "…"
+    return f"torch.func.vmap could not evaluate the function ({failure})"
 
 
 def _drop_batch_size(
