@@ -397,7 +397,7 @@ def test_a_worker_that_dies_every_time_stops_with_worker_lost_error():
         assert result.stop == "lost" and type(result.error) is WorkerLostError
         message = str(result.error)
         assert "died or stopped answering while evaluating the loss, twice" in message
-        assert "(exit code 3)" in message
+        assert "exit code 3" in message  # the dying worker's; a pool may list its partner's too
         assert "executor=None" in message and "os._exit" in message
         assert result.measured[0]  # the coordinate timed in this process is kept
         assert_partial(result)

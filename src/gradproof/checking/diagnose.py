@@ -121,7 +121,7 @@ def diagnose_parameter(
     >>> a = n.copy()
     >>> a[1, 2] = 0.0
     >>> diagnose_parameter("W", a, n).summary
-    'only these entries are wrong: W[1, 2]; every other entry is right'
+    'only this entry is wrong: W[1, 2]; every other entry is right'
     """
     # Gradients near the float64 limit (a wrong entry of 1e300) overflow in the fits below;
     # they then fit no pattern, which the tiers below handle.

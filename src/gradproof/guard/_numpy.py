@@ -109,8 +109,7 @@ class GradientGuard(_Guard):
     ...     print(error.step, error.result.suspects)
     ...     print(str(error).splitlines()[0])  # doctest: +NORMALIZE_WHITESPACE
     0 ('params',)
-    gradient check failed at step 0: wrong gradient: `params`
-    (analytic = 2 × numeric on every entry)
+    gradient check failed at step 0: wrong gradient: params (2× too large)
     """
 
     def __init__(
