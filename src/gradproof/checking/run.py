@@ -74,7 +74,7 @@ class _Run:
 
     def __init__(self, *, tree: ParamTree, x0: FloatArray, options: CheckOptions) -> None:
         self.tree, self.x0, self.options = tree, x0, options
-        self.method, self.seed, self.max_listed = options.method, options.seed, options.max_listed
+        self.order = {"forward": 1, "backward": 1, "central4": 4}.get(options.method, 2)
         self.stop = StopState()
         self.notes: list[str] = []
         self.analytic = np.full(x0.size, np.nan)
@@ -84,15 +84,10 @@ class _Run:
             (leaf.span, leaf.dtype) for leaf in tree.leaves
         ]
         self.rtols = _per_coordinate(self.sampling, x0.size, default_rtol)
-        self.atol = 0.0
-        self.eps: float | None = None
-        self.rel_step: float | None = None
-        self.order = 2
         self.estimate: NoiseEstimate | None = None
         self.engine_description = "serial"
         self.owns_engine = False
         self.budget: int | None = None  # for planning: max_evals, or what time_budget buys
-        self.max_evals: int | None = None  # the caller's hard cap
         self.mode = "full"
         self.n_evals = 0
         self.entries: Entries | None = None
@@ -100,11 +95,12 @@ class _Run:
 
     def result(self, started: float) -> CheckResult:
         """Build the result from what was measured (everything, or what came before a stop)."""
-        entries = self.entries or unchecked_entries(self.analytic, self.rtols, self.atol)
+        options = self.options
+        entries = self.entries or unchecked_entries(self.analytic, self.rtols, options.atol)
         if self.stop.reason is not None:
             entries.interrupted = True
-            self.notes.append(_stop_note(self.stop.reason, self.max_evals, entries, self.mode))
-        reports = _param_reports(self.tree, entries, self.mode, self.outcome, self.max_listed)
+            self.notes.append(_stop_note(self.stop.reason, options.max_evals, entries, self.mode))
+        reports = _param_reports(self.tree, entries, self.mode, self.outcome, options.max_listed)
         judged = (entries.codes == PASS) | (entries.codes == FAIL)
         return CheckResult(
             params=reports,
@@ -112,13 +108,13 @@ class _Run:
                 entries.analytic[judged], entries.numeric[judged]
             ),
             loss_value=self.f0,
-            method=self.method,
+            method=options.method,
             step_rules=_step_rules(
-                self.eps, self.rel_step, self.sampling, self.order, self.estimate, self.f0
+                options.eps, options.rel_step, self.sampling, self.order, self.estimate, self.f0
             ),
             rtol=float(np.max(entries.rtol)) if self.x0.size else default_rtol(self.loss_dtype),
-            atol=self.atol,
-            seed=self.seed,
+            atol=options.atol,
+            seed=options.seed,
             noise_level=None if self.estimate is None else float(self.estimate.level),
             notes=tuple(self.notes),
             n_evals=self.n_evals,
@@ -146,12 +142,9 @@ def _set_up(
     Steps 1 to 3 of Note [Verdict pipeline]; everything it learns is kept on
     `run` as soon as it is known, so that Ctrl-C here still gives a result.
     """
-    tree, x0, method, seed = run.tree, run.x0, run.method, run.seed
-    options = run.options
-    eps, rel_step, atol, max_evals = options.eps, options.rel_step, options.atol, options.max_evals
+    tree, x0, options = run.tree, run.x0, run.options
+    method, seed, eps, rel_step = options.method, options.seed, options.eps, options.rel_step
     rtol, precision, time_budget = options.rtol, options.precision, options.time_budget
-    run.eps, run.rel_step, run.atol, run.max_evals = eps, rel_step, atol, max_evals
-    run.order = {"forward": 1, "backward": 1, "central4": 4}.get(method, 2)
     evaluator = LossEvaluator(loss, tree, seed)
     try:
         run.f0, run.loss_dtype = evaluator.at_base_point(x0)
@@ -206,7 +199,7 @@ def _set_up(
     run.owns_engine = engine is not options.executor
     run.engine_description = engine.description
     try:
-        run.budget = budget = _budget(max_evals, time_budget, seconds_per_eval, engine)
+        run.budget = budget = _budget(options.max_evals, time_budget, seconds_per_eval, engine)
         measures_noise = options.noise and method != "complex"
         least = evaluator.n_calls + _least_measurement(tree, method)
         if time_budget is not None and budget is not None and budget < least:
@@ -250,7 +243,7 @@ def _set_up(
             spacing=_spacing(x0, sampling),
             value_noise=loss_value_noise(run.f0, machine_eps, level),
             rtol=run.rtols,
-            atol=atol,
+            atol=options.atol,
             method=method,
             order=run.order,
             abs_step=eps,
@@ -263,7 +256,7 @@ def _set_up(
             roundoff=ROUNDOFF_FACTOR * machine_eps,
             # A hard cap only when the caller set one: the budget that `time_budget` buys is
             # an estimate for planning; the time budget itself is the deadline.
-            max_evals=max_evals,
+            max_evals=options.max_evals,
             deadline=deadline,
             stop=run.stop,
         )
@@ -311,8 +304,6 @@ def _measure(run: _Run, ctx: Context, chosen: str) -> None:
     except KeyboardInterrupt:  # between two engine calls
         ctx.stop.record("interrupt")
         entries = unchecked_entries(ctx.analytic, ctx.rtol, ctx.atol)
-    finally:
-        run.n_evals = ctx.n_evals
     run.notes.extend(entries.notes)
     run.n_evals = ctx.n_evals + entries.direct_evals
     run.entries = entries

@@ -94,11 +94,9 @@ class LossEvaluator:
             return raw
         return scalar_loss(raw)[0]
 
-    def evaluate(
-        self, vector: npt.NDArray[Any], *, where: str, fresh: bool = True
-    ) -> tuple[float, np.dtype[Any]]:
+    def evaluate(self, vector: npt.NDArray[Any], *, where: str) -> tuple[float, np.dtype[Any]]:
         """Evaluate once; return the value and the dtype it was computed in."""
-        raw = self.call(vector, where=where, fresh=fresh)
+        raw = self.call(vector, where=where)
         return scalar_loss(raw)
 
     def call(self, vector: npt.NDArray[Any], *, where: str, fresh: bool = True) -> Any:
