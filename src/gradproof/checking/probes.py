@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from gradproof._typing import FloatArray
 from gradproof.engine.evaluator import LossEvaluator
+from gradproof.numerics.compare import scaled_norm
 
 __all__ = [
     "Probe",
@@ -177,18 +178,8 @@ def rounding_bar(
     bars = np.empty(len(probes))
     for j, p in enumerate(probes):
         g = gradient[p.start : p.stop] * spacing[p.start : p.stop]
-        bars[j] = 4.0 * _norm(g) / math.sqrt(6.0) / (2.0 * steps[j])
+        bars[j] = 4.0 * scaled_norm(g) / math.sqrt(6.0) / (2.0 * steps[j])
     return bars
-
-
-def _norm(g: FloatArray) -> float:
-    """Return ``sqrt(g @ g)`` without overflow: a huge wrong entry must not make it infinite."""
-    with np.errstate(invalid="ignore"):
-        scale = float(np.max(np.abs(g), initial=0.0))
-    if not math.isfinite(scale) or scale == 0.0:
-        return scale
-    unit = g / scale
-    return scale * math.sqrt(float(unit @ unit))
 
 
 class _Buffers(threading.local):

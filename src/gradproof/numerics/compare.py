@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["relative_difference"]
+__all__ = ["relative_difference", "scaled_norm"]
 
 
 def relative_difference(analytic: npt.ArrayLike, numeric: npt.ArrayLike) -> float:
@@ -39,3 +39,23 @@ def relative_difference(analytic: npt.ArrayLike, numeric: npt.ArrayLike) -> floa
         return float("nan")
     a, n = a / scale, n / scale
     return float(np.linalg.norm(a - n)) / float(np.linalg.norm(a) + np.linalg.norm(n))
+
+
+def scaled_norm(values: npt.ArrayLike) -> float:
+    """Return the 2-norm of `values` without overflow or underflow in its squares.
+
+    A wrong gradient entry of 1e200, or loss values near 1e300, would make
+    ``sqrt(v @ v)`` infinite; the values are divided by their largest
+    magnitude first. NaN or infinite values give a non-finite norm.
+
+    Examples
+    --------
+    >>> round(scaled_norm([3e200, 4e200]) / 1e200, 12), scaled_norm([0.0, 0.0])
+    (5.0, 0.0)
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    with np.errstate(invalid="ignore"):
+        scale = float(np.max(np.abs(v), initial=0.0))
+    if scale == 0.0 or not np.isfinite(scale):
+        return scale
+    return scale * float(np.sqrt(np.dot(v / scale, v / scale)))

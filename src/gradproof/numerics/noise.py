@@ -95,6 +95,7 @@ import numpy as np
 
 from gradproof._typing import FloatArray
 from gradproof.errors import InputError
+from gradproof.numerics.compare import scaled_norm
 from gradproof.numerics.steps import machine_epsilon
 
 __all__ = [
@@ -484,7 +485,9 @@ def _ecnoise(values: FloatArray, eps: float) -> NoiseEstimate:
         differences = np.diff(differences)
         if k == 1 and np.count_nonzero(differences == 0) >= n / 2:
             return unsuitable("step_too_small")
-        levels[k - 1] = _rms(differences) / math.sqrt(math.comb(2 * k, k))
+        # The RMS without overflow: loss values near 1e300 are differenced too.
+        rms = scaled_norm(differences) / math.sqrt(differences.size)
+        levels[k - 1] = rms / math.sqrt(math.comb(2 * k, k))
         both_signs[k - 1] = differences.min() < 0 < differences.max()
     for k in range(1, m - 1):
         window = levels[k - 1 : k + 2]
@@ -498,11 +501,3 @@ def _ecnoise(values: FloatArray, eps: float) -> NoiseEstimate:
             level=eps * abs(centre), relative=eps, order=None, n_evals=n, status="no_noise"
         )
     return unsuitable("step_too_large")
-
-
-def _rms(values: FloatArray) -> float:
-    """Return the root mean square without overflow (losses near 1e300 are squared safely)."""
-    scale = float(np.max(np.abs(values), initial=0.0))
-    if scale == 0.0 or not math.isfinite(scale):
-        return scale
-    return scale * math.sqrt(float(np.mean((values / scale) ** 2)))
