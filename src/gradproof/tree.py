@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FloatArray, Params
+from gradproof._words import counted
 from gradproof.errors import InputError
 
 __all__ = ["Leaf", "ParamTree", "format_index"]
@@ -392,9 +393,10 @@ def _read_leaf(value: object, name: str, *, offset: int) -> tuple[Leaf, FloatArr
         )
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        entries = counted(bad, "NaN or infinite entry", "NaN or infinite entries")
         raise InputError(
-            f"`{name}` holds {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; a gradient "
-            "can only be checked at a finite point. Check the model's initialisation."
+            f"`{name}` holds {entries}; a gradient can only be checked at a finite point. "
+            "Check the model's initialisation."
         )
     leaf = Leaf(name=name, shape=tuple(array.shape), dtype=array.dtype, offset=offset, kind=kind)
     return leaf, np.array(array, dtype=np.float64).reshape(-1)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from gradproof._words import noun
 from gradproof.checking.context import Context
 from gradproof.checking.probes import (
     Probe,
@@ -346,7 +347,7 @@ def _search(
 
 
 def _entries(count: int) -> str:
-    return f"{count} wrong entr{'y' if count == 1 else 'ies'}"
+    return f"{count} wrong {noun(count, 'entry')}"
 
 
 def _stopped(outcome: DirectionalOutcome) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gradproof._typing import FloatArray
+from gradproof._words import counted
 from gradproof.checking.options import CheckOptions
 from gradproof.engine.base import Engine
 from gradproof.engine.evaluator import LossEvaluator
@@ -202,7 +203,7 @@ def _require_budget_covers_set_up(
         raise InputError(
             f"`max_evals={max_evals}` is too small for any verdict: the set-up takes {set_up} "
             f"loss evaluations and the smallest measurement (one random direction per tensor, "
-            f"{tensors} tensor{'s' if tensors != 1 else ''}) {least} more. Pass "
+            f"{counted(tensors, 'tensor')}) {least} more. Pass "
             f"`max_evals={set_up + least}` or more; a budget below "
             f"{set_up + least + 5 * NOISE_POINTS} also skips measuring the loss's noise."
         )

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
+from gradproof._words import noun
 from gradproof.engine.evaluator import LossEvaluator
 from gradproof.errors import InputError, UserCodeError
 from gradproof.numerics.finite_diff import STENCILS, Samples, richardson, stencil_derivative
@@ -379,7 +380,7 @@ def _complex_step(
         more = ", ..." if disagree.size > 5 else ""
         entries.notes.append(
             f"The complex step disagrees with central differences at {disagree.size} "
-            f"entr{'y' if disagree.size == 1 else 'ies'} ({shown}{more}): the loss is not "
+            f"{noun(disagree.size, 'entry')} ({shown}{more}): the loss is not "
             "complex-safe there (abs, max, comparisons or np.real break it); central "
             "differences were used for them."
         )

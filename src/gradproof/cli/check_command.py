@@ -18,6 +18,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from gradproof.results import CheckResult
 
+from gradproof._words import counted
 from gradproof.cli.deadline import _Deadline
 from gradproof.cli.exits import (
     EXIT_FAIL,
@@ -513,7 +514,7 @@ def check(
             written.append(f"wrote {write_page(result, html, context=context, **figure_options)}")
         if write_plots is not None:
             figures = write_plots(result, plots, **figure_options)
-            count = f"{len(figures)} figure{'s' if len(figures) != 1 else ''}"
+            count = counted(len(figures), "figure")
             written.append(f"wrote {count} to {plots}{os.sep}")
     except OSError as error:
         _fail(f"cannot write the report: {error}")

@@ -17,6 +17,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from gradproof._typing import FlatFunction
+from gradproof._words import counted
 from gradproof.engine.base import _batch_note
 from gradproof.engine.chunks import _ChunkOutcome
 from gradproof.engine.pools import _PoolEngine
@@ -97,7 +98,7 @@ class ProcessEngine(_PoolEngine):
     def description(self) -> str:
         """``"N worker processes"``, with the batch size when batching."""
         n = self.workers
-        return f"{n} worker process{'es' if n != 1 else ''}" + _batch_note(self.batch_size)
+        return f"{counted(n, 'worker process', 'worker processes')}" + _batch_note(self.batch_size)
 
     def close(self) -> None:
         """Stop the worker processes, if they were started; safe to call twice."""
