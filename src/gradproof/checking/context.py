@@ -166,9 +166,8 @@ class Context:
         say ``stop="budget"``.
         """
         order = np.arange(x.size) if indices is None else np.asarray(indices, dtype=np.intp)
-        passed = self.deadline is not None and time.monotonic() >= self.deadline
-        if passed and self.stop.reason is None:
-            self.stop.record("deadline")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.stop.record("deadline")  # kept only if nothing stopped the check before
         if self.stop.reason is not None:
             return Samples(
                 values=np.full((len(columns), x.size), np.nan),
