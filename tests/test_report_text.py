@@ -127,8 +127,10 @@ def _param_reports(draw: st.DrawFn, name: str) -> ParamReport:
     diagnosis = None
     if failing and kind == "scale":
         diagnosis = Diagnosis(kind="scale", summary="analytic = 2 × numeric", hint="h", factor=2.0)
-    elif failing and kind == "non_finite":
-        bad = draw(st.integers(1, max(n_checked, 1)))
+    elif n_failed and kind == "non_finite":
+        # As a check gives it: every NaN or infinite entry (next to a finite estimate) is one
+        # of the wrong ones, so at most n_failed of them; a probe alone never gives this kind.
+        bad = draw(st.integers(1, n_failed))
         summary = f"analytic gradient is NaN or infinite at {bad} of {counted(n_checked, 'entry')}"
         diagnosis = Diagnosis(kind="non_finite", summary=summary, hint="h")
     elif failing and kind == "few":
