@@ -6,6 +6,7 @@ the docstring of :mod:`gradproof.jax`.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,39 +19,141 @@ from gradproof.errors import InputError, UserCodeError
 from gradproof.jax._arguments import _Arguments
 from gradproof.jax._convert import _Array, _first_line, _fn_error, _numpy, _x64
 
+_CACHE_SIZE = 32
+"""Compiled programs kept per process (Note [Compiled once per process])."""
+
+_COMPILED: collections.OrderedDict[Any, _Compiled] = collections.OrderedDict()
+
+
+class _Compiled:
+    """The compiled scalar loss of one program, and its vmapped form once it is asked for."""
+
+    def __init__(self, scalar: Callable[..., Any]) -> None:
+        self.scalar_fn = scalar
+        self.jitted: Callable[..., Any] = jax.jit(scalar)
+        self._batched: Callable[..., Any] | None = None
+
+    def batched(self, jit: bool) -> Callable[..., Any]:
+        vmapped = jax.vmap(self.scalar_fn, in_axes=(0, None, None))
+        if not jit:
+            return vmapped
+        if self._batched is None:
+            self._batched = jax.jit(vmapped)
+        return self._batched
+
+
+def _compiled(key: Any, scalar: Callable[..., Any]) -> _Compiled:
+    """Return the compiled program for `key`, compiling `scalar` only on the first request.
+
+    Note [Compiled once per process]
+        ``jax.jit`` caches what it compiles on the function object it wraps. A
+        check builds its loss afresh, so without a cache of our own every check
+        would trace and compile `fn` again: most of a warm check's time on a
+        small function. The key is `fn` itself (by identity), `has_aux`, the
+        order, and the arguments' structure and constants
+        (:meth:`_Arguments.key`); JAX's own cache below it adds shapes and
+        dtypes. A key that cannot be hashed (a numpy array among the constants)
+        compiles its own program. The cache holds the last ``_CACHE_SIZE``
+        programs, and with them their functions.
+    """
+    if key is None:
+        return _Compiled(scalar)
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = _Compiled(scalar)
+        while len(_COMPILED) > _CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
+    return found
+
+
+def _build_outputs(
+    fn: Callable[..., Any], arguments: _Arguments, has_aux: bool, order: int
+) -> Callable[[Sequence[Any], Sequence[Any], Sequence[Any]], list[Any]]:
+    """The output leaves as a function of (leaves, data, first-order cotangent).
+
+    Order 1: `fn`'s own outputs. Order 2 (Note [Second order]): the VJP of the
+    first-order cotangent, one gradient per differentiated leaf, which runs the
+    rules' bwd (or the transposed custom_jvp rule) inside the function that
+    the check differentiates again.
+    """
+    call = arguments.call
+
+    def first(leaves: Sequence[Any], data: Sequence[Any], _: Sequence[Any] = ()) -> list[Any]:
+        out = call(fn, leaves, data)
+        return list(jax.tree_util.tree_leaves(out[0] if has_aux else out))
+
+    if order == 1:
+        return first
+
+    def gradient(leaves: Sequence[Any], data: Sequence[Any], u: Sequence[Any]) -> list[Any]:
+        _, pullback = jax.vjp(lambda moved: first(moved, data), list(leaves))
+        cotangent = [jnp.asarray(c, dtype=out.dtype) for c, out in zip(u, _, strict=True)]
+        return list(pullback(cotangent)[0])
+
+    return gradient
+
 
 class _Program:
-    """`fn` as a scalar function of the differentiated leaves: compiled, batched, differentiated."""
+    """`fn` as a scalar function of the differentiated leaves: compiled, batched, differentiated.
+
+    With ``order=2`` the function is the first-order gradient along the
+    cotangent `first` (Note [Second order]): its VJPs are reverse over
+    reverse, its JVPs forward over reverse.
+    """
 
     def __init__(
-        self, fn: Callable[..., Any], arguments: _Arguments, has_aux: bool, *, x64: bool, jit: bool
+        self,
+        fn: Callable[..., Any],
+        arguments: _Arguments,
+        has_aux: bool,
+        *,
+        x64: bool,
+        jit: bool,
+        order: int = 1,
+        first: Sequence[_Array] = (),
     ) -> None:
         self.fn = fn
         self.arguments = arguments
         self.has_aux = has_aux
         self.x64 = x64
         self.jit = jit
-        self.scalar: Callable[..., Any] = jax.jit(self._scalar) if jit else self._scalar
+        self.order = order
+        self.first = [np.asarray(u) for u in first]
+        self._outputs = _build_outputs(fn, arguments, has_aux, order)
+        try:
+            key: Any = (fn, has_aux, order, x64, arguments.key())
+            hash(key)
+        except TypeError:
+            key = None
+        self.compiled = _compiled(key, self._scalar_of)
+        self.scalar: Callable[..., Any] = self.compiled.jitted if jit else self._scalar_of
         self.batched: Callable[..., Any] | None = None
         self.batch_size = 0
+        self.baked = False
 
     def outputs(self, leaves: Sequence[Any], data: Sequence[Any] | None = None) -> list[Any]:
-        """Return `fn`'s output leaves at the given differentiated leaves."""
-        out = self.fn(
-            *self.arguments.rebuild(leaves, self.arguments.data if data is None else data)
-        )
-        return list(jax.tree_util.tree_leaves(out[0] if self.has_aux else out))
+        """Return the output leaves (order 2: the gradients) at the given differentiated leaves."""
+        return self._outputs(leaves, self.arguments.data if data is None else data, self.first)
 
-    def _scalar(self, leaves: Sequence[Any], data: Sequence[Any], cotangent: Sequence[Any]) -> Any:
-        outputs = self.outputs(leaves, data)
+    def _scalar_of(
+        self, leaves: Sequence[Any], data: Sequence[Any], cotangent: Sequence[Any]
+    ) -> Any:
+        # `cotangent` holds the cotangent of the outputs, then (order 2) the first-order one.
+        n_out = len(cotangent) - len(self.first) if self.order == 2 else len(cotangent)
+        outputs = self._outputs(leaves, data, cotangent[n_out:])
         terms = [
             jnp.sum(jnp.asarray(u, dtype=out.dtype) * out)
-            for u, out in zip(cotangent, outputs, strict=True)
+            for u, out in zip(cotangent[:n_out], outputs, strict=True)
         ]
         total = terms[0]
         for term in terms[1:]:
             total = total + term
         return total
+
+    def _scalar(self, leaves: Sequence[Any], data: Sequence[Any], cotangent: Sequence[Any]) -> Any:
+        return self._scalar_of(leaves, data, [*cotangent, *self.first])
 
     def _ready(self, leaves: Sequence[_Array]) -> list[Any]:
         """Numpy leaves as `fn` takes them: proxies cast back to their JAX dtype (bfloat16)."""
@@ -65,7 +168,9 @@ class _Program:
     def value(self, leaves: Sequence[_Array], cotangent: Sequence[_Array]) -> _Array:
         """Return the loss at one point, a numpy scalar of the dtype it was computed in."""
         with _x64(self.x64):
-            return _numpy(self.scalar(self._ready(leaves), self.arguments.data, cotangent))
+            return _numpy(
+                self.scalar(self._ready(leaves), self.arguments.data, [*cotangent, *self.first])
+            )
 
     def batch(self, stacked: Sequence[_Array], cotangent: Sequence[_Array]) -> _Array:
         """Return the loss at ``B`` stacked points, ``batch_size`` per call (padded: one trace)."""
@@ -79,7 +184,9 @@ class _Program:
                 pad = self.batch_size - rows
                 chunk = [np.concatenate([c, np.repeat(c[:1], pad, axis=0)]) for c in chunk]
             with _x64(self.x64):
-                out = self.batched(self._ready(chunk), self.arguments.data, cotangent)
+                out = self.batched(
+                    self._ready(chunk), self.arguments.data, [*cotangent, *self.first]
+                )
                 values.append(_numpy(out)[:rows])
         return np.concatenate(values)
 
@@ -104,6 +211,8 @@ class _Program:
                 raise
             except Exception as exc:
                 reason = f"`fn` could not be compiled with jax.jit ({_first_line(exc)})"
+                if "nondiff_argnums" in str(exc) and self._bake(point, cotangent, expected, scale):
+                    return
             else:
                 rounding = math.sqrt(np.finfo(compiled.dtype).eps) * scale
                 if not abs(float(compiled) - expected) <= rounding:
@@ -114,7 +223,7 @@ class _Program:
             if not reason:
                 return
         self.jit = False
-        self.scalar = self._scalar
+        self.scalar = self._scalar_of
         try:
             self.value(point, cotangent)
         except (KeyboardInterrupt, GeneratorExit):
@@ -127,6 +236,37 @@ class _Program:
                 "skip the attempt."
             )
 
+    def _bake(
+        self, point: list[_Array], cotangent: Sequence[_Array], expected: float, scale: float
+    ) -> bool:
+        """Compile with the data as constants: a ``nondiff_argnums`` rule refuses tracers there.
+
+        Note [Data as constants]
+            Floating arrays that are not differentiated are passed to the
+            compiled function as arguments, so that large data does not slow
+            compilation. A ``custom_vjp`` or ``custom_jvp`` that marks an array
+            argument in ``nondiff_argnums`` refuses a tracer in that position
+            (``UnexpectedTracerError``); its arrays are then baked into the
+            compiled function as constants, which JAX accepts. This program is
+            not shared with other checks (Note [Compiled once per process]).
+        """
+        data = self.arguments.data
+        scalar_of = self._scalar_of
+
+        def baked(leaves: Sequence[Any], _: Sequence[Any], cotangent: Sequence[Any]) -> Any:
+            return scalar_of(leaves, data, cotangent)
+
+        self.scalar = jax.jit(baked)
+        try:
+            compiled = self.value(point, cotangent)
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception:
+            return False
+        rounding = math.sqrt(np.finfo(compiled.dtype).eps) * scale
+        self.baked = abs(float(compiled) - expected) <= rounding
+        return self.baked
+
     def set_up_batches(
         self, batch_size: int, cotangent: Sequence[_Array], notes: list[str]
     ) -> None:
@@ -135,8 +275,11 @@ class _Program:
         Tested on a batch of copies of the point (what gradproof.check tests first)
         and on a batch of distinct points near it (Note [Trust the compiled function]).
         """
-        vmapped = jax.vmap(self._scalar, in_axes=(0, None, None))
-        self.batched = jax.jit(vmapped) if self.jit else vmapped
+        if self.baked:
+            vmapped = jax.vmap(self.scalar, in_axes=(0, None, None))
+            self.batched = jax.jit(vmapped)
+        else:
+            self.batched = self.compiled.batched(self.jit)
         self.batch_size = batch_size
         # The checks evaluate float64 copies (Note [x64]): compile for those.
         point = [v.astype(np.float64) if self.x64 else v for v in self.arguments.values]
@@ -196,8 +339,9 @@ class _Program:
             except (KeyboardInterrupt, GeneratorExit):
                 raise
             except Exception as exc:
+                what = "gradient" if self.order == 1 else "second derivative (VJP of its VJP)"
                 raise UserCodeError(
-                    f"Computing `fn`'s gradient with jax.vjp raised {type(exc).__name__}: {exc}\n"
+                    f"Computing `fn`'s {what} with jax.vjp raised {type(exc).__name__}: {exc}\n"
                     "jax.vjp traces `fn` and runs its custom rules (a custom_vjp's bwd, a "
                     "custom_jvp's rule): check what they return, and that `fn` can be "
                     "differentiated by `jax.grad` at all.",
@@ -224,23 +368,26 @@ class _Program:
             return self._scalar(leaves, self.arguments.data, cotangent)
 
         # Not compiled, like the VJP: the analytic values never depend on our jit (Note [Trust
-        # the compiled function]). One call per leaf.
+        # the compiled function]). Linearized once (which runs the custom_jvp rules), then
+        # applied to each leaf's tangent: one trace, not one per leaf.
         jvps = []
         try:
+            _, linear = jax.linearize(scalar, primals)
             for k, tangent in enumerate(tangents):
                 directions = list(zeros)
                 directions[k] = jnp.asarray(tangent, dtype=primals[k].dtype)
-                jvps.append(float(jax.jvp(scalar, (primals,), (directions,))[1]))
+                jvps.append(float(linear(directions)))
         except (KeyboardInterrupt, GeneratorExit):
             raise
         except Exception as exc:
             no_forward = isinstance(exc, TypeError) and "custom_vjp" in str(exc)
-            if not explicit:
+            if not explicit or self.order == 2:
+                what = "Forward mode" if self.order == 1 else "Second order, forward over reverse,"
                 notes.append(
-                    f"Forward mode was not checked: JAX cannot compute `fn`'s JVP "
+                    f"{what} was not checked: JAX cannot compute `fn`'s JVP "
                     f"({_first_line(exc)}). Reverse mode was."
                     if not no_forward
-                    else "Forward mode was not checked: `fn` uses a custom_vjp, which JAX "
+                    else f"{what} was not checked: `fn` uses a custom_vjp, which JAX "
                     "cannot differentiate in forward mode. Reverse mode (its bwd) was."
                 )
                 return None
