@@ -43,12 +43,16 @@ def _merge(parts: list[_Part], notes: list[str], started: float) -> CheckResult:
     main = parts[0].result
     params: list[ParamReport] = []
     all_notes = list(notes)
+    seen: set[str] = set()
     for part in parts:
         params += [_labelled(report, part) for report in part.result.params]
         label = part.section or "Reverse mode"
-        all_notes += [
-            note if part.result is main else f"{label}: {note}" for note in part.result.notes
-        ]
+        for note in part.result.notes:
+            # A note about the reports' leaves (float32 copies) is said once, of the leaves.
+            plain = note.replace(f"{part.prefix}.", "") if part.prefix else note
+            if plain not in seen:
+                seen.add(plain)
+                all_notes.append(plain if part.result is main or not part.prefix else f"{label}: {plain}")
     results = [part.result for part in parts]
     stops = [r.stop_reason for r in results if r.stop_reason]
     return dataclasses.replace(
