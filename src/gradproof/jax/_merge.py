@@ -52,7 +52,9 @@ def _merge(parts: list[_Part], notes: list[str], started: float) -> CheckResult:
             plain = note.replace(f"{part.prefix}.", "") if part.prefix else note
             if plain not in seen:
                 seen.add(plain)
-                all_notes.append(plain if part.result is main or not part.prefix else f"{label}: {plain}")
+                all_notes.append(
+                    plain if part.result is main or not part.prefix else f"{label}: {plain}"
+                )
     results = [part.result for part in parts]
     stops = [r.stop_reason for r in results if r.stop_reason]
     return dataclasses.replace(
