@@ -26,6 +26,28 @@ Note [Forward mode]
     parameters and names a wrong rule by leaf, as ``jvp.w``. JAX has no forward
     mode for ``custom_vjp`` functions; by default it is then skipped with a note.
 
+Note [Second order]
+    ``second_order=True`` (``check_grads(..., order=2)``) checks the derivative
+    of the rules themselves. The first-order gradient along the cotangent
+    ``u``, ``g(x) = VJP(fn)(x)(u)``, is a JAX function of the same arguments
+    whose evaluation runs the ``bwd`` (or the transposed ``custom_jvp``
+    rule); it is checked like `fn` itself, through ``<w, g(x)>`` for a random
+    cotangent ``w``. Its VJP is reverse over reverse, its JVP forward over
+    reverse, and the finite differences of ``g`` use the first-order rule
+    only, so a rule whose values are right but whose own derivative is wrong
+    (a ``stop_gradient`` inside it, residuals that do not depend on ``x``)
+    fails here and nowhere else. The reports are named ``vjp_of_vjp.x`` and
+    ``jvp_of_vjp.x``, with subject ``x``, under their own headings.
+
+Note [Python scalars]
+    ``check_function(f, 2., 3.)`` is how JAX's docs call ``jax.grad``. Python
+    floats are usually configuration (an epsilon, a temperature), so by
+    default only floating arrays are differentiated; but when the arguments
+    hold no floating array at all, the Python floats are what there is to
+    check, and they are checked, in float64. ``argnums`` (and
+    :func:`check_grads`, which differentiates every argument as JAX's does)
+    always include them.
+
 Note [Trust the compiled function]
     The finite differences call `fn` compiled (``jax.jit``) and batched
     (``jax.vmap``), and a compiler or a ``custom_vmap`` rule can get that wrong:

@@ -118,7 +118,7 @@ class _Arguments:
         return fn(*args, **kwargs)
 
     def key(self) -> Any:
-        """A hashable key for everything but the leaves that change: what compilation depends on.
+        """Return a hashable key of what compilation depends on: all but the moving leaves.
 
         Two checks of the same function whose arguments have the same structure,
         the same constants and the same differentiated and data slots compile to
@@ -180,7 +180,7 @@ def _split(
 
 
 def _hashable(leaf: Any) -> Any:
-    """A constant leaf as a hashable key part: its type too, so that 1 and 1.0 differ."""
+    """Return a constant leaf as a hashable key part, with its type (so that 1 and 1.0 differ)."""
     hash(leaf)
     return (type(leaf), leaf)
 

@@ -35,7 +35,17 @@ DEFAULT_BATCH_SIZE = 64
 """Points per call of the vmapped function, unless `batch_size` is given."""
 
 VMAP_MIN_ENTRIES = 256
-"""With ``vmap="auto"``, checks of at least this many entries are batched (Note [When vmap pays])."""
+"""With ``vmap="auto"``, checks of this many entries or more are batched (Note [When vmap pays]).
+
+Note [When vmap pays]
+    A batched evaluation costs a compilation of the vmapped function (40 to
+    150 ms on a CPU for a small function) and then saves the dispatch of each
+    point (about 30 to 60 µs). A full check costs about ``2 n + 45``
+    evaluations for ``n`` entries, so below a few hundred entries compiling
+    the batch costs more than it saves, on the first check of a process
+    (the one ``jax.test_util.check_grads`` users feel). ``vmap=True`` batches
+    anyway, ``vmap=False`` never.
+"""
 
 
 @preserved_random_state()  # the global generators are re-seeded when seed= is given
@@ -65,10 +75,13 @@ def check_function(
     fn : callable ``fn(*args) -> pytree of arrays``
         The function: plain, ``jax.jit``-compiled, or with custom rules. It may
         return a scalar or any pytree of floating arrays (Note [Scalar loss from
-        any output] in this module's source). Keyword arguments are not passed;
-        bind them with ``functools.partial``.
+        any output] in :mod:`gradproof.jax`). An output of 2 to
+        :data:`JACOBIAN_ROWS` entries is checked row by row of its Jacobian
+        (reports ``d out[i] / d x``, Note [Jacobian rows]).
     *args : jax.Array, numpy array or pytree of them
-        The point to check at, passed to `fn` in order. Never modified. Leaves
+        The point to check at, passed to `fn` in order: arrays, Python floats
+        (``check_function(f, 2.0, 3.0)``, Note [Python scalars] in
+        :mod:`gradproof.jax`) or pytrees of them. Never modified. Leaves
         are named by their pytree paths: ``w``, ``layers[0].bias`` when a single
         argument of dicts or attributes is differentiated, else after `fn`'s
         parameter names (``params.w``, ``x``).
@@ -86,14 +99,20 @@ def check_function(
         derived from ``custom_jvp`` rules); ``"fwd"``, the JVP along a random
         tangent per leaf (Note [Forward mode]). By default both when `fn` has a
         forward mode, else ``"rev"`` with a note (``custom_vjp`` functions).
+    second_order : bool, optional
+        Also check the derivatives of the rules themselves: reverse over
+        reverse and forward over reverse, in the chosen modes (Note [Second
+        order] in :mod:`gradproof.jax`). False by default.
     n_cotangents : int, optional
         For a non-scalar output, how many random cotangents to check reverse
         mode with (one check each); 1 by default. The result shown is the
         first that fails, else the first inconclusive, else the first.
-    vmap : bool, optional
+    vmap : bool or "auto", optional
         Evaluate the finite differences `batch_size` points per call through
-        ``jax.vmap`` (default True). If `fn` does not vmap, the check falls back
-        to one point per call and says so in a note.
+        ``jax.vmap``: ``"auto"`` (default) for checks of at least
+        :data:`VMAP_MIN_ENTRIES` entries (Note [When vmap pays]), True always,
+        False never. If `fn` does not vmap, the check falls back to one point
+        per call and says so in a note.
     batch_size : int, optional
         Points per vmapped call; :data:`DEFAULT_BATCH_SIZE` (64) by default.
     jit : bool, optional
@@ -105,14 +124,20 @@ def check_function(
         `precision`, `noise`, `max_evals`, `time_budget`, `n_probes`,
         `n_samples`, `executor` (a thread pool, or worker processes, each of which
         compiles the function again), `progress`. Forward mode is always checked
-        with ``mode="full"``.
+        with ``mode="full"``. Any other keyword is passed to `fn` when `fn`
+        takes it, and is not differentiated, as with ``jax.grad`` (Note
+        [Keyword arguments] in ``_options.py``).
 
     Returns
     -------
     CheckResult
         The same result as :func:`gradproof.check`. ``result.params`` holds the
         reverse-mode reports, named by pytree path, then the forward-mode ones
-        (``jvp.w``); ``result.notes`` says what the adapter did (float64
+        (``jvp.w``) and the second-order ones (``vjp_of_vjp.w``,
+        ``jvp_of_vjp.w``); each has the leaf as its ``subject`` and its mode as
+        its ``section``, and ``result.suspects`` names leaves, each once.
+        ``result.notes`` says what the adapter did and the random cotangent
+        and tangents the values are weighed by (float64
         evaluation, a skipped forward mode, a fallback from ``vmap``);
         ``result.engine`` says whether the evaluations were batched.
 
@@ -157,7 +182,7 @@ def check_function(
     >>> def softplus_bwd(x, g):
     ...     return (g * jax.nn.sigmoid(x),)
     >>> softplus.defvjp(softplus_fwd, softplus_bwd)
-    >>> x = jnp.array([-30.0, -1.0, 0.5, 30.0])
+    >>> x = jnp.array([-30.0, -1.0, 0.5, 2.0, 30.0])
     >>> check_function(softplus, x).passed
     True
     >>> def wrong_bwd(x, g):

@@ -34,7 +34,7 @@ class _Part:
 
 
 def _worst(results: Sequence[CheckResult]) -> int:
-    """The index of the result to show among several cotangents': the first that fails."""
+    """Return the index of the result shown among several cotangents': the first that fails."""
     return min(range(len(results)), key=lambda i: (_RANK[results[i].verdict], i))
 
 
@@ -72,7 +72,7 @@ def _merge(parts: list[_Part], notes: list[str], started: float) -> CheckResult:
 
 
 def _labelled(report: ParamReport, part: _Part) -> ParamReport:
-    """The report with its subject and section set, and its internal prefix shown."""
+    """Return the report with its subject and section set, and its internal prefix shown."""
     subject = report.name
     if part.prefix:
         subject = report.name[len(part.prefix) + 1 :]

@@ -66,7 +66,7 @@ def _keywords(fn: object, keywords: dict[str, Any]) -> tuple[dict[str, Any], dic
 
 
 def _accepted_keywords(fn: object) -> set[str] | None:
-    """The keyword names `fn` takes; None when it takes any (``**kwargs``) or cannot be read."""
+    """Return the keywords `fn` takes; None when it takes any (``**kwargs``) or is unreadable."""
     try:
         parameters = inspect.signature(fn).parameters.values()  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -76,7 +76,7 @@ def _cotangents(outputs: list[Any], count: int, rng: np.random.Generator) -> lis
 
 
 JACOBIAN_ROWS = 4
-"""Outputs of at most this many entries are checked row by row of the Jacobian (Note [Jacobian rows])."""
+"""Outputs of at most this many entries are checked by Jacobian row (Note [Jacobian rows])."""
 
 
 def _rows(outputs: list[Any], treedef: Any) -> list[tuple[str, list[_Array]]]:
@@ -105,7 +105,7 @@ def _rows(outputs: list[Any], treedef: Any) -> list[tuple[str, list[_Array]]]:
 
 
 def _shown(values: list[_Array], limit: int = 6) -> str:
-    """Write a few numbers of a cotangent or tangent for a note: ``[0.73, -1.2, ...] (12 entries)``."""
+    """Write a few numbers of a (co)tangent for a note: ``[0.73, -1.2, ... (12 entries)]``."""
     flat = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in values])
     text = ", ".join(f"{v:.3g}" for v in flat[:limit])
     more = f", ... ({flat.size} entries)" if flat.size > limit else ""

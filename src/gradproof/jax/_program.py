@@ -71,7 +71,7 @@ def _compiled(key: Any, scalar: Callable[..., Any]) -> _Compiled:
 def _build_outputs(
     fn: Callable[..., Any], arguments: _Arguments, has_aux: bool, order: int
 ) -> Callable[[Sequence[Any], Sequence[Any], Sequence[Any]], list[Any]]:
-    """The output leaves as a function of (leaves, data, first-order cotangent).
+    """Return the output leaves as a function of (leaves, data, first-order cotangent).
 
     Order 1: `fn`'s own outputs. Order 2 (Note [Second order]): the VJP of the
     first-order cotangent, one gradient per differentiated leaf, which runs the

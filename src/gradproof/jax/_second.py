@@ -20,7 +20,7 @@ from gradproof.results import CheckResult
 
 @dataclasses.dataclass
 class _SecondOrder:
-    """The program of the gradient ``g(x) = VJP(fn)(x)(u)``, its analytic derivatives, and checks."""
+    """The gradient ``g(x) = VJP(fn)(x)(u)`` as a program, its analytic derivatives, its checks."""
 
     program: _Program
     weights: list[_Array]  # the cotangent w of g's outputs (one per differentiated leaf)
