@@ -26,7 +26,7 @@ from gradproof.jax._loss import (
 )
 from gradproof.jax._merge import FORWARD, REVERSE, _merge, _Part, _worst
 from gradproof.jax._options import _argnums, _keywords, _validate, _validate_modes
-from gradproof.jax._outputs import JACOBIAN_ROWS, _call_eagerly, _cotangents, _rows, _shown
+from gradproof.jax._outputs import JACOBIAN_ROWS, _cotangents, _rows, _shown, _structure
 from gradproof.jax._program import _Program
 from gradproof.jax._second import _SecondOrder
 from gradproof.results import CheckResult
@@ -204,7 +204,7 @@ def check_function(
     notes: list[str] = []
     with _x64(x64):
         arguments = _Arguments.read(fn, args, _argnums(argnums, len(args)), notes, fn_kwargs)
-        output, treedef = _call_eagerly(fn, args, fn_kwargs, has_aux)
+        output, treedef = _structure(fn, args, fn_kwargs, has_aux)
         size = sum(max(out.size, 1) for out in output)
         rows = _rows(output, treedef) if 1 < size <= JACOBIAN_ROWS else []
         if rows:
@@ -214,15 +214,16 @@ def check_function(
             cotangents = _cotangents(output, n_cotangents, rng)
             weights = cotangents[0]
         program = _Program(fn, arguments, has_aux, x64=x64, jit=jit)
-        program.set_up(output, weights, notes)
+        values = program.differentiate(
+            "rev" in chosen_modes, "fwd" in chosen_modes, explicit=modes is not None, notes=notes
+        )
+        program.set_up(values, weights, notes)
         entries = sum(v.size for v in arguments.values)
         batched = vmap is True or (vmap == "auto" and entries >= VMAP_MIN_ENTRIES)
         if batched:
             program.set_up_batches(batch_size or DEFAULT_BATCH_SIZE, weights, notes)
         gradients = program.vjps(cotangents) if "rev" in chosen_modes else []
-        forward = None
-        if "fwd" in chosen_modes:
-            forward = program.jvps(weights, rng, explicit=modes is not None, notes=notes)
+        forward = program.jvps(weights, rng, notes) if "fwd" in chosen_modes else None
         second = None
         if second_order:
             second = _SecondOrder.set_up(

@@ -16,6 +16,26 @@ from gradproof.errors import InputError
 from gradproof.jax._convert import _Array, _fn_error
 
 
+def _structure(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], has_aux: bool
+) -> tuple[list[Any], Any]:
+    """Return `fn`'s output leaves (shapes and dtypes) and treedef, checked, without running it.
+
+    ``jax.eval_shape`` traces `fn` without compiling or running anything: the
+    first call of a process would otherwise compile every operation of `fn`
+    one by one (Note [Cold start]). What cannot be traced (Python control flow
+    on values, a string among the outputs) is called eagerly instead, which
+    also turns an exception of `fn` into a UserCodeError.
+    """
+    try:
+        raw = jax.eval_shape(lambda: fn(*args, **kwargs))
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except Exception:
+        return _call_eagerly(fn, args, kwargs, has_aux)
+    return _checked(raw, has_aux)
+
+
 def _call_eagerly(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], has_aux: bool
 ) -> tuple[list[Any], Any]:
@@ -26,6 +46,11 @@ def _call_eagerly(
         raise
     except Exception as exc:
         raise _fn_error(exc) from exc
+    return _checked(raw, has_aux)
+
+
+def _checked(raw: Any, has_aux: bool) -> tuple[list[Any], Any]:
+    """Check that `fn` returned a pytree of real floating arrays; return its leaves and treedef."""
     if has_aux:
         if not isinstance(raw, (tuple, list)) or len(raw) != 2:
             raise InputError(
@@ -56,7 +81,9 @@ def _call_eagerly(
                 "`lambda *a: fn(*a)[0]`), split complex outputs into real and imaginary "
                 "parts, or pass `has_aux=True` to return `(output, aux)`."
             )
-    return [jnp.asarray(leaf) for leaf in leaves], treedef
+    return [
+        leaf if isinstance(leaf, jax.ShapeDtypeStruct) else jnp.asarray(leaf) for leaf in leaves
+    ], treedef
 
 
 def _cotangents(outputs: list[Any], count: int, rng: np.random.Generator) -> list[list[_Array]]:

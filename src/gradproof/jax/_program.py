@@ -327,80 +327,144 @@ class _Program:
             return {}
         return {"loss_batch": loss_batch, "batch_size": self.batch_size}
 
+    def differentiate(
+        self, reverse: bool, forward: bool, *, explicit: bool, notes: list[str]
+    ) -> list[_Array]:
+        """Differentiate the outputs at the point once; return their values there.
+
+        Note [Cold start]
+            The first check of a process pays for compiling every operation
+            JAX runs eagerly, one small program each (about 25 ms apiece on a
+            CPU), which is most of what ``jax.test_util.check_grads`` costs too.
+            So the outputs are linearized once (``jax.linearize``, which runs
+            the ``custom_jvp`` rules), and reverse mode is the transpose of that
+            linear function (what ``jax.vjp`` computes, without tracing `fn`
+            again); `fn` is never called eagerly by itself (its output
+            structure comes from ``jax.eval_shape``). Without forward mode, or
+            for a ``custom_vjp`` (no forward mode), it is one ``jax.vjp``. These
+            analytic values are never computed by our compiled functions (Note
+            [Trust the compiled function]).
+        """
+        primals = list(self.arguments.primals)
+        self._linear: Callable[..., Any] | None = None
+        self._pullback: Callable[..., Any] | None = None
+        self._forward = forward
+        self._explicit = explicit
+        with _x64(self.x64):
+            if forward:
+                try:
+                    out, self._linear = jax.linearize(self.outputs, primals)
+                except (KeyboardInterrupt, GeneratorExit):
+                    raise
+                except Exception as exc:
+                    self._no_forward(exc, notes)
+            try:
+                if self._linear is None:
+                    out, self._pullback = jax.vjp(self.outputs, primals)
+                elif reverse or self.order == 1:  # second order reads the first's gradient
+                    transposed = jax.linear_transpose(self._linear, primals)
+                    self._pullback = transposed
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except Exception as exc:
+                raise self._vjp_error(exc) from exc
+        self._outputs_at = [jnp.asarray(o) for o in out]
+        return [np.asarray(o) for o in out]
+
+    def _vjp_error(self, exc: Exception) -> UserCodeError:
+        what = "gradient" if self.order == 1 else "second derivative (VJP of its VJP)"
+        return UserCodeError(
+            f"Computing `fn`'s {what} with jax.vjp raised {type(exc).__name__}: {exc}\n"
+            "jax.vjp traces `fn` and runs its custom rules (a custom_vjp's bwd, a "
+            "custom_jvp's rule): check what they return, and that `fn` can be "
+            "differentiated by `jax.grad` at all.",
+            function="vjp",
+        )
+
+    def _no_forward(self, exc: Exception, notes: list[str]) -> None:
+        """Say why forward mode is not checked, or raise when it was asked for."""
+        no_forward = isinstance(exc, TypeError) and "custom_vjp" in str(exc)
+        if not self._explicit or self.order == 2:
+            what = "Forward mode" if self.order == 1 else "Second order, forward over reverse,"
+            notes.append(
+                f"{what} was not checked: JAX cannot compute `fn`'s JVP "
+                f"({_first_line(exc)}). Reverse mode was."
+                if not no_forward
+                else f"{what} was not checked: `fn` uses a custom_vjp, which JAX "
+                "cannot differentiate in forward mode. Reverse mode (its bwd) was."
+            )
+            return
+        if no_forward:
+            raise InputError(
+                "`modes` asks for forward mode, but `fn` uses a custom_vjp, which JAX "
+                "cannot differentiate in forward mode (jax.jvp). Pass `modes=('rev',)`."
+            ) from exc
+        raise UserCodeError(
+            f"Computing `fn`'s JVP with jax.jvp raised {type(exc).__name__}: {exc}\n"
+            "jax.jvp runs `fn`'s custom_jvp rules: check what they return.",
+            function="jvp",
+        ) from exc
+
     def vjps(self, cotangents: list[list[_Array]]) -> list[list[_Array]]:
         """Return the analytic gradient for each cotangent: `fn`'s VJP, which runs its bwd rules."""
+        assert self._pullback is not None, "differentiate() first"
         with _x64(self.x64):
             try:
-                _, pullback = jax.vjp(self.outputs, list(self.arguments.primals))
                 return [
-                    [np.asarray(g, dtype=np.float64) for g in pullback(list(cotangent))[0]]
+                    [
+                        np.asarray(g, dtype=np.float64)
+                        for g in self._pullback(
+                            [
+                                jnp.asarray(c, dtype=o.dtype)
+                                for c, o in zip(cotangent, self._outputs_at, strict=True)
+                            ]
+                        )[0]
+                    ]
                     for cotangent in cotangents
                 ]
             except (KeyboardInterrupt, GeneratorExit):
                 raise
             except Exception as exc:
-                what = "gradient" if self.order == 1 else "second derivative (VJP of its VJP)"
-                raise UserCodeError(
-                    f"Computing `fn`'s {what} with jax.vjp raised {type(exc).__name__}: {exc}\n"
-                    "jax.vjp traces `fn` and runs its custom rules (a custom_vjp's bwd, a "
-                    "custom_jvp's rule): check what they return, and that `fn` can be "
-                    "differentiated by `jax.grad` at all.",
-                    function="vjp",
-                ) from exc
+                raise self._vjp_error(exc) from exc
 
     def jvps(
-        self,
-        cotangent: Sequence[_Array],
-        rng: np.random.Generator,
-        *,
-        explicit: bool,
-        notes: list[str],
+        self, cotangent: Sequence[_Array], rng: np.random.Generator, notes: list[str]
     ) -> tuple[list[_Array], list[float]] | None:
-        """Draw a random tangent per leaf and compute the JVPs along them (Note [Forward mode])."""
+        """Draw a random tangent per leaf and compute the JVPs along them (Note [Forward mode]).
+
+        None when forward mode is not checked, with a note saying why. (JAX
+        linearizes a ``custom_vjp`` function, and transposes it, but refuses to
+        apply the linear function forward: that is where its lack of a
+        forward mode shows.)
+        """
+        if self._linear is None:
+            return None
         tangents = [
             _tangent(v, d, rng)
             for v, d in zip(self.arguments.values, self.arguments.dtypes, strict=True)
         ]
         primals = list(self.arguments.primals)
         zeros = [jnp.zeros_like(p) for p in primals]
-
-        def scalar(leaves: list[Any]) -> Any:
-            return self._scalar(leaves, self.arguments.data, cotangent)
-
-        # Not compiled, like the VJP: the analytic values never depend on our jit (Note [Trust
-        # the compiled function]). Linearized once (which runs the custom_jvp rules), then
-        # applied to each leaf's tangent: one trace, not one per leaf.
         jvps = []
-        try:
-            _, linear = jax.linearize(scalar, primals)
-            for k, tangent in enumerate(tangents):
-                directions = list(zeros)
-                directions[k] = jnp.asarray(tangent, dtype=primals[k].dtype)
-                jvps.append(float(linear(directions)))
-        except (KeyboardInterrupt, GeneratorExit):
-            raise
-        except Exception as exc:
-            no_forward = isinstance(exc, TypeError) and "custom_vjp" in str(exc)
-            if not explicit or self.order == 2:
-                what = "Forward mode" if self.order == 1 else "Second order, forward over reverse,"
-                notes.append(
-                    f"{what} was not checked: JAX cannot compute `fn`'s JVP "
-                    f"({_first_line(exc)}). Reverse mode was."
-                    if not no_forward
-                    else f"{what} was not checked: `fn` uses a custom_vjp, which JAX "
-                    "cannot differentiate in forward mode. Reverse mode (its bwd) was."
-                )
+        with _x64(self.x64):
+            try:
+                for k, tangent in enumerate(tangents):
+                    directions = list(zeros)
+                    directions[k] = jnp.asarray(tangent, dtype=primals[k].dtype)
+                    moved = self._linear(directions)
+                    jvps.append(
+                        float(
+                            sum(
+                                np.sum(np.asarray(u, np.float64) * np.asarray(t, np.float64))
+                                for u, t in zip(cotangent, moved, strict=True)
+                            )
+                        )
+                    )
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except Exception as exc:
+                self._no_forward(exc, notes)
                 return None
-            if no_forward:
-                raise InputError(
-                    "`modes` asks for forward mode, but `fn` uses a custom_vjp, which JAX "
-                    "cannot differentiate in forward mode (jax.jvp). Pass `modes=('rev',)`."
-                ) from exc
-            raise UserCodeError(
-                f"Computing `fn`'s JVP with jax.jvp raised {type(exc).__name__}: {exc}\n"
-                "jax.jvp runs `fn`'s custom_jvp rules: check what they return.",
-                function="jvp",
-            ) from exc
         return [np.asarray(t, dtype=np.float64) for t in tangents], jvps
 
 

@@ -40,7 +40,6 @@ class _SecondOrder:
     ) -> _SecondOrder:
         """Build, compile and test the gradient's program, and differentiate it once."""
         arguments = first.arguments
-        gradient = first.vjps([list(u)])[0]
         program = _Program(
             first.fn,
             arguments,
@@ -51,13 +50,12 @@ class _SecondOrder:
             first=u,
         )
         weights = _cotangents(list(arguments.values), 1, rng)[0]
-        program.set_up(gradient, weights, notes)
+        values = program.differentiate("rev" in modes, "fwd" in modes, explicit=False, notes=notes)
+        program.set_up(values, weights, notes)
         if batched:
             program.set_up_batches(batch_size or 64, weights, notes)
         reverse = program.vjps([weights])[0] if "rev" in modes else None
-        forward = None
-        if "fwd" in modes:
-            forward = program.jvps(weights, rng, explicit=False, notes=notes)
+        forward = program.jvps(weights, rng, notes) if "fwd" in modes else None
         return cls(program, weights, reverse, forward)
 
     def run(
