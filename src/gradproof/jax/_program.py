@@ -368,7 +368,7 @@ class _Program:
                 raise
             except Exception as exc:
                 raise self._vjp_error(exc) from exc
-        self._outputs_at = [jnp.asarray(o) for o in out]
+        self._outputs_at = list(out)
         return [np.asarray(o) for o in out]
 
     def _vjp_error(self, exc: Exception) -> UserCodeError:
@@ -415,7 +415,8 @@ class _Program:
                         np.asarray(g, dtype=np.float64)
                         for g in self._pullback(
                             [
-                                jnp.asarray(c, dtype=o.dtype)
+                                # numpy, not jnp: an eager cast is one more compilation
+                                np.asarray(c, dtype=o.dtype)
                                 for c, o in zip(cotangent, self._outputs_at, strict=True)
                             ]
                         )[0]
@@ -443,14 +444,16 @@ class _Program:
             _tangent(v, d, rng)
             for v, d in zip(self.arguments.values, self.arguments.dtypes, strict=True)
         ]
-        primals = list(self.arguments.primals)
-        zeros = [jnp.zeros_like(p) for p in primals]
+        # numpy arrays, not jnp: each eager jnp.zeros or cast compiles a program (Note [Cold
+        # start]); JAX takes numpy arrays of the primals' dtypes as tangents.
+        dtypes = [np.dtype(p.dtype) for p in self.arguments.primals]
+        zeros = [np.zeros(p.shape, d) for p, d in zip(self.arguments.primals, dtypes, strict=True)]
         jvps = []
         with _x64(self.x64):
             try:
                 for k, tangent in enumerate(tangents):
                     directions = list(zeros)
-                    directions[k] = jnp.asarray(tangent, dtype=primals[k].dtype)
+                    directions[k] = tangent.astype(dtypes[k])
                     moved = self._linear(directions)
                     jvps.append(
                         float(
