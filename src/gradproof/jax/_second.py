@@ -37,8 +37,11 @@ class _SecondOrder:
         modes: Sequence[str],
         batched: bool,
         batch_size: int | None,
-    ) -> _SecondOrder:
-        """Build, compile and test the gradient's program, and differentiate it once."""
+    ) -> _SecondOrder | None:
+        """Build, compile and test the gradient's program, and differentiate it once.
+
+        None, with a note, when the gradient is not finite at the point.
+        """
         arguments = first.arguments
         program = _Program(
             first.fn,
@@ -51,6 +54,14 @@ class _SecondOrder:
         )
         weights = _cotangents(list(arguments.values), 1, rng)[0]
         values = program.differentiate("rev" in modes, "fwd" in modes, explicit=False, notes=notes)
+        if not all(np.all(np.isfinite(v)) for v in values):
+            # The first-order check reports the NaN or infinite gradient; the second order of a
+            # gradient that is not finite has no finite differences to compare with.
+            notes.append(
+                "Second order was not checked: the first-order gradient is NaN or infinite at "
+                "the point (see the reverse-mode report)."
+            )
+            return None
         program.set_up(values, weights, notes)
         if batched:
             program.set_up_batches(batch_size or 64, weights, notes)
