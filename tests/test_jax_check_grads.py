@@ -297,3 +297,61 @@ def test_a_second_check_of_the_same_function_does_not_trace_it_again():
     check_function(f, X + 0.5, modes=("rev",))
     # The second check traces f only for its eager call and its VJP, never to compile.
     assert len(traces) - first <= 2 < first
+
+
+# -- reports by argument and output ---------------------------------------------------------------
+def test_a_small_output_is_checked_row_by_row_of_its_jacobian():
+    def two_outputs(x):
+        # out[0] is right; out[1] goes through a rule whose derivative is 2x too large
+        return jnp.stack([jnp.sum(x**2), jnp.sum(make_sin(slope=2.0)(x))])
+
+    result = check_function(two_outputs, X, modes=("rev",))
+    assert [p.name for p in result.params] == ["d out[0] / d x", "d out[1] / d x"]
+    assert [p.subject_name for p in result.params] == ["x", "x"]
+    assert [p.verdict for p in result.params] == [Verdict.PASS, Verdict.FAIL]
+    wrong = result["d out[1] / d x"]
+    # Entries of the Jacobian itself: d out[1] / d x[j] = 2 cos(x[j]) where cos(x[j]) is right.
+    np.testing.assert_allclose(wrong.analytic, 2 * np.cos(np.asarray(X)), rtol=1e-6)
+    np.testing.assert_allclose(wrong.numeric, np.cos(np.asarray(X)), rtol=1e-5)
+    assert wrong.failures[0].name.startswith("d out[1] / d x[")
+    assert "d out[1] / d x" in wrong.diagnosis.summary + wrong.diagnosis.hint
+    assert str(result).splitlines()[0] == "gradproof: WRONG: x has a wrong gradient"
+
+
+def test_rows_of_a_tuple_output_are_named_by_its_path():
+    result = check_function(lambda x: (jnp.sum(x), jnp.prod(x[:2])), X, modes=("rev",))
+    assert result.passed, result
+    assert [p.name for p in result.params] == ["d out[0] / d x", "d out[1] / d x"]
+
+
+def test_a_large_output_prints_the_cotangent_its_values_are_weighed_by():
+    result = check_function(lambda x: jnp.sin(x) * 2.0, X)  # 5 outputs: a random cotangent
+    assert result.passed, result
+    (note,) = [n for n in result.notes if n.startswith("Reverse mode checks")]
+    u = [float(v) for v in note.split("u = [")[1].split("]")[0].split(", ")]
+    # The note prints u to 3 significant digits: the values agree to their rounding, 5e-3.
+    np.testing.assert_allclose(result["x"].analytic, 2.0 * np.cos(np.asarray(X)) * u, rtol=5e-3)
+    assert any(n.startswith("Forward mode moves each argument") for n in result.notes)
+
+
+def test_sections_and_subjects_reach_the_json_report():
+    result = check_function(make_sin(), X, second_order=True)
+    reports = result.to_dict()["params"]
+    assert [(r["subject"], r["section"]) for r in reports] == [
+        ("x", ""),
+        ("x", "Forward mode (JVP)"),
+        ("x", "Second order: reverse over reverse (VJP of the VJP)"),
+        ("x", "Second order: forward over reverse (JVP of the VJP)"),
+    ]
+    assert result.to_dict()["subject_noun"] == "argument"
+
+
+def test_second_order_of_a_function_with_data_and_keyword_arguments():
+    def f(w, x, *, temperature):
+        return jnp.sum(jax.nn.softplus(x @ w / temperature))
+
+    w = jnp.array([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.2]])
+    x = jnp.array([[1.0, -2.0, 0.5], [0.3, 0.1, -1.2]])
+    result = check_function(f, w, x, argnums=0, second_order=True, temperature=2.0)
+    assert result.passed, result
+    assert result.subjects == ("w",)
