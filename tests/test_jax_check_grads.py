@@ -314,6 +314,7 @@ def test_a_small_output_is_checked_row_by_row_of_its_jacobian():
     np.testing.assert_allclose(wrong.analytic, 2 * np.cos(np.asarray(X)), rtol=1e-6)
     np.testing.assert_allclose(wrong.numeric, np.cos(np.asarray(X)), rtol=1e-5)
     assert wrong.failures[0].name.startswith("d out[1] / d x[")
+    assert wrong.diagnosis is not None
     assert "d out[1] / d x" in wrong.diagnosis.summary + wrong.diagnosis.hint
     assert str(result).splitlines()[0] == "gradproof: WRONG: x has a wrong gradient"
 
