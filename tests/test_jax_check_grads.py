@@ -356,3 +356,24 @@ def test_second_order_of_a_function_with_data_and_keyword_arguments():
     result = check_function(f, w, x, argnums=0, second_order=True, temperature=2.0)
     assert result.passed, result
     assert result.subjects == ("w",)
+
+
+def _sine(x):
+    return jnp.sin(x)
+
+
+def test_the_loss_pickles_for_worker_processes_and_compiles_there_again():
+    import pickle
+
+    from gradproof.jax._arguments import _Arguments
+    from gradproof.jax._loss import _Loss
+    from gradproof.jax._program import _Program
+
+    arguments = _Arguments.read(_sine, (X,), None, [])
+    program = _Program(_sine, arguments, False, x64=True, jit=True)
+    program.differentiate(True, True, explicit=False, notes=[])  # holds a linearization now
+    cotangent = [np.ones(5, np.float32)]
+    loss = _Loss(program, cotangent, arguments.extract)
+    copy = pickle.loads(pickle.dumps(loss))
+    point = {"x": np.linspace(-1.0, 1.0, 5)}
+    assert copy(point) == loss(point) == pytest.approx(0.0, abs=1e-12)  # sin is odd

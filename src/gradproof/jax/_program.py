@@ -121,17 +121,47 @@ class _Program:
         self.jit = jit
         self.order = order
         self.first = [np.asarray(u) for u in first]
-        self._outputs = _build_outputs(fn, arguments, has_aux, order)
+        self.batch_size = 0
+        self.baked = False
+        self._compile(batched=False)
+        self._linear: Callable[..., Any] | None = None
+        self._pullback: Callable[..., Any] | None = None
+        self._outputs_at: list[Any] = []
+
+    def _compile(self, *, batched: bool) -> None:
+        """Build the JAX functions, from the process cache (Note [Compiled once per process])."""
+        self._outputs = _build_outputs(self.fn, self.arguments, self.has_aux, self.order)
         try:
-            key: Any = (fn, has_aux, order, x64, arguments.key())
+            key: Any = (self.fn, self.has_aux, self.order, self.x64, self.arguments.key())
             hash(key)
         except TypeError:
             key = None
         self.compiled = _compiled(key, self._scalar_of)
-        self.scalar: Callable[..., Any] = self.compiled.jitted if jit else self._scalar_of
+        self.scalar: Callable[..., Any] = self.compiled.jitted if self.jit else self._scalar_of
+        if self.baked:
+            self.scalar = self._baked()
         self.batched: Callable[..., Any] | None = None
-        self.batch_size = 0
-        self.baked = False
+        if batched:
+            self.batched = (
+                jax.jit(jax.vmap(self.scalar, in_axes=(0, None, None)))
+                if self.baked
+                else self.compiled.batched(self.jit)
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes (executor=n) get `fn` and the arguments, and compile their own: JAX's
+        # functions and linearizations do not pickle.
+        transient = ("_outputs", "compiled", "scalar", "batched", "_linear", "_pullback")
+        state = {k: v for k, v in self.__dict__.items() if k not in transient}
+        state["_outputs_at"] = []
+        state["has_batches"] = self.batched is not None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        batched = state.pop("has_batches")
+        self.__dict__.update(state)
+        self._linear = self._pullback = None
+        self._compile(batched=batched)
 
     def outputs(self, leaves: Sequence[Any], data: Sequence[Any] | None = None) -> list[Any]:
         """Return the output leaves (order 2: the gradients) at the given differentiated leaves."""
@@ -250,13 +280,7 @@ class _Program:
             compiled function as constants, which JAX accepts. This program is
             not shared with other checks (Note [Compiled once per process]).
         """
-        data = self.arguments.data
-        scalar_of = self._scalar_of
-
-        def baked(leaves: Sequence[Any], _: Sequence[Any], cotangent: Sequence[Any]) -> Any:
-            return scalar_of(leaves, data, cotangent)
-
-        self.scalar = jax.jit(baked)
+        self.scalar = self._baked()
         try:
             compiled = self.value(point, cotangent)
         except (KeyboardInterrupt, GeneratorExit):
@@ -266,6 +290,16 @@ class _Program:
         rounding = math.sqrt(np.finfo(compiled.dtype).eps) * scale
         self.baked = abs(float(compiled) - expected) <= rounding
         return self.baked
+
+    def _baked(self) -> Callable[..., Any]:
+        """Compile the scalar loss with the data as constants (Note [Data as constants])."""
+        data = self.arguments.data
+        scalar_of = self._scalar_of
+
+        def baked(leaves: Sequence[Any], _: Sequence[Any], cotangent: Sequence[Any]) -> Any:
+            return scalar_of(leaves, data, cotangent)
+
+        return jax.jit(baked)
 
     def set_up_batches(
         self, batch_size: int, cotangent: Sequence[_Array], notes: list[str]
@@ -346,8 +380,8 @@ class _Program:
             [Trust the compiled function]).
         """
         primals = list(self.arguments.primals)
-        self._linear: Callable[..., Any] | None = None
-        self._pullback: Callable[..., Any] | None = None
+        self._linear = None
+        self._pullback = None
         self._forward = forward
         self._explicit = explicit
         with _x64(self.x64):
