@@ -373,7 +373,7 @@ from {module} import check_grads
 case = CASES[{index}]
 started = time.perf_counter()
 try:
-    check_grads(case.fn, case.args, 1, modes=case.modes)
+    check_grads(case.fn, case.args, {order}, modes=case.modes)
 except AssertionError:
     pass
 print(time.perf_counter() - started)
@@ -384,19 +384,19 @@ def cold(repeats: int) -> None:
     """Print the first call's time in fresh processes, alternating the checkers."""
     chosen = [0, 6, 10]  # log1pexp (custom_jvp), det (JAX's rule), softmax: small functions
     modules = {"jax": "jax.test_util", "gradproof": "gradproof.jax"}
-    print(f"First call in a fresh process, median of {repeats} (order 1, both modes):")
-    for index in chosen:
+    print(f"First call in a fresh process, median of {repeats} (both modes):")
+    for index, order in [(index, order) for order in (1, 2) for index in chosen]:
         times: dict[str, list[float]] = {key: [] for key in modules}
         for _ in range(repeats):
             for key, module in modules.items():  # alternate, so that load hits both alike
-                code = _COLD.format(module=module, index=index)
+                code = _COLD.format(module=module, index=index, order=order)
                 done = subprocess.run(
                     [sys.executable, "-c", code], capture_output=True, text=True, check=True
                 )
                 times[key].append(float(done.stdout.strip().splitlines()[-1]))
         theirs, ours = (statistics.median(times[key]) for key in modules)
         print(
-            f"  {CASES[index].name}: jax {theirs:.2f} s, gradproof {ours:.2f} s, "
+            f"  {CASES[index].name}, order {order}: jax {theirs:.2f} s, gradproof {ours:.2f} s, "
             f"ratio {ours / theirs:.2f}"
         )
 

@@ -165,8 +165,9 @@ def test_tolerances_as_numbers_or_by_dtype():
             "`rtol` must be a number",
         ),
         (lambda: check_grads(make_softplus_vjp(), (X,), 1), "custom_vjp"),
+        (lambda: check_grads(lambda n: n * 2, (3,), 1), r"no floating-point.*`\(3.0,\)`"),
     ],
-    ids=["args", "order", "modes", "rtol", "fwd-of-custom_vjp"],
+    ids=["args", "order", "modes", "rtol", "fwd-of-custom_vjp", "integers"],
 )
 def test_bad_input_is_an_input_error(call, match):
     with pytest.raises(InputError, match=match):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gradproof._words import counted
@@ -148,6 +149,14 @@ def check_grads(
             "`modes=('rev',)` for a custom_vjp function, which has no forward mode."
         )
     args = tuple(args)
+    if not any(_floating(leaf) for leaf in jax.tree_util.tree_leaves(args)):
+        kinds = sorted({type(leaf).__name__ for leaf in jax.tree_util.tree_leaves(args)})
+        raise InputError(
+            f"`args` hold no floating-point values to differentiate (only "
+            f"{', '.join(kinds) or 'empty containers'}); check_grads checks the floating-point "
+            "leaves of `args`. Pass floats, e.g. `(3.0,)` rather than `(3,)`, or "
+            "`x.astype(jnp.float32)`."
+        )
     options: dict[str, Any] = {}
     for label, tolerance in (("atol", atol), ("rtol", rtol)):
         value = _tolerance(label, tolerance, args)
@@ -170,6 +179,14 @@ def check_grads(
     if result.verdict is Verdict.INCONCLUSIVE:
         warnings.warn(_unjudged(result), GradproofWarning, stacklevel=2)
     return result
+
+
+def _floating(leaf: Any) -> bool:
+    """Tell whether a leaf of `args` is differentiated: a float array, or a Python float."""
+    if isinstance(leaf, float):
+        return True
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.floating))  # bfloat16 too
 
 
 def _first_line(result: CheckResult) -> str:

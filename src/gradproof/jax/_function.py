@@ -104,9 +104,10 @@ def check_function(
         reverse and forward over reverse, in the chosen modes (Note [Second
         order] in :mod:`gradproof.jax`). False by default.
     n_cotangents : int, optional
-        For a non-scalar output, how many random cotangents to check reverse
-        mode with (one check each); 1 by default. The result shown is the
-        first that fails, else the first inconclusive, else the first.
+        For an output of more than :data:`JACOBIAN_ROWS` entries, how many
+        random cotangents to check reverse mode with (one check each); 1 by
+        default. The result shown is the first that fails, else the first
+        inconclusive, else the first. (Smaller outputs are checked row by row.)
     vmap : bool or "auto", optional
         Evaluate the finite differences `batch_size` points per call through
         ``jax.vmap``: ``"auto"`` (default) for checks of at least
