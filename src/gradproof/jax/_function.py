@@ -241,7 +241,7 @@ def check_function(
 
     try:
         if "rev" in chosen_modes:
-            parts += _reverse(run, program, arguments, cotangents, gradients, rows, checked)
+            _reverse(parts, run, program, arguments, cotangents, gradients, rows, checked)
             if not rows and size > 1:
                 notes.append(_cotangent_note(weights, len(cotangents)))
         if forward is not None:
@@ -271,6 +271,7 @@ class _Interrupted(Exception):
 
 
 def _reverse(
+    parts: list[_Part],
     run: Callable[..., CheckResult],
     program: _Program,
     arguments: _Arguments,
@@ -278,17 +279,20 @@ def _reverse(
     gradients: list[list[Any]],
     rows: list[tuple[str, list[Any]]],
     checked: CheckOptions,
-) -> list[_Part]:
-    """Check reverse mode: one check per Jacobian row, or per random cotangent (the worst shown)."""
+) -> None:
+    """Check reverse mode: one check per Jacobian row, or per random cotangent (the worst shown).
+
+    The parts are appended to `parts` as they are made, so that an interruption keeps the
+    rows checked before it.
+    """
     values = arguments.container(arguments.values)
     if rows:
-        parts = []
         for k, ((name, cotangent), gradient) in enumerate(zip(rows, gradients, strict=True)):
             prefix = f"jacobian_row_{k}"
             loss = _Loss(program, cotangent, _Under(arguments, prefix))
             result = run(loss, {prefix: arguments.container(gradient)}, {prefix: values}, checked)
             parts.append(_Part(result, REVERSE, prefix, f"d {name} / d "))
-        return parts
+        return
     results = []
     for cotangent, gradient in zip(cotangents, gradients, strict=True):
         loss = _Loss(program, cotangent, arguments.extract)
@@ -315,7 +319,7 @@ def _reverse(
                 ),
             ),
         )
-    return [part]
+    parts.append(part)
 
 
 def _cotangent_note(cotangent: list[Any], count: int) -> str:
