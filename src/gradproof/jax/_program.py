@@ -186,12 +186,30 @@ class _Program:
         return self._scalar_of(leaves, data, [*cotangent, *self.first])
 
     def _ready(self, leaves: Sequence[_Array]) -> list[Any]:
-        """Numpy leaves as `fn` takes them: proxies cast back to their JAX dtype (bfloat16)."""
+        """Numpy leaves as `fn` takes them: proxies cast back to their JAX dtype (bfloat16).
+
+        Note [One dtype per program]
+            With x64 (``precision="auto"``), float16 and float32 leaves go to the
+            compiled function as float64 too. gradproof.check evaluates the loss
+            at the given float32 point only to set up (its value, its
+            repeatability, whether float64 copies agree with it) and then takes
+            every finite difference with float64 copies; compiling `fn` a second
+            time, for float32 inputs, for those few evaluations would cost as
+            much as the rest of a small check's cold start, and more for a
+            second-order program. The analytic derivatives are still computed
+            at the leaves' own dtypes (Note [Cold start]); bfloat16 leaves,
+            which numpy holds as float32 proxies, still go back as bfloat16.
+        """
         out: list[Any] = []
         for leaf, proxy, dtype in zip(
             leaves, self.arguments.proxies, self.arguments.dtypes, strict=True
         ):
-            value = leaf.astype(dtype) if leaf.dtype == proxy and dtype != proxy else leaf
+            if leaf.dtype == proxy and dtype != proxy:
+                value = leaf.astype(dtype)
+            elif self.x64 and leaf.dtype.itemsize < 8:
+                value = leaf.astype(np.float64)
+            else:
+                value = leaf
             out.append(value if self.jit else jnp.asarray(value))
         return out
 
@@ -244,7 +262,7 @@ class _Program:
                 if "nondiff_argnums" in str(exc) and self._bake(point, cotangent, expected, scale):
                     return
             else:
-                rounding = math.sqrt(np.finfo(compiled.dtype).eps) * scale
+                rounding = math.sqrt(self._eps(compiled, output)) * scale
                 if not abs(float(compiled) - expected) <= rounding:
                     reason = (
                         f"`jax.jit` of `fn` returned {float(compiled)!r} where `fn` itself "
@@ -287,9 +305,15 @@ class _Program:
             raise
         except Exception:
             return False
-        rounding = math.sqrt(np.finfo(compiled.dtype).eps) * scale
+        rounding = math.sqrt(self._eps(compiled, self._outputs_at)) * scale
         self.baked = abs(float(compiled) - expected) <= rounding
         return self.baked
+
+    @staticmethod
+    def _eps(compiled: _Array, output: Sequence[Any]) -> float:
+        """The coarsest machine epsilon of the compiled value and `fn`'s own outputs."""
+        dtypes = [np.dtype(compiled.dtype)] + [_numpy(o).dtype for o in output]
+        return max(float(np.finfo(d).eps) for d in dtypes)
 
     def _baked(self) -> Callable[..., Any]:
         """Compile the scalar loss with the data as constants (Note [Data as constants])."""
