@@ -378,3 +378,15 @@ def test_the_loss_pickles_for_worker_processes_and_compiles_there_again():
     copy = pickle.loads(pickle.dumps(loss))
     point = {"x": np.linspace(-1.0, 1.0, 5)}
     assert copy(point) == loss(point) == pytest.approx(0.0, abs=1e-12)  # sin is odd
+
+
+def test_float32_leaves_with_float64_constants_are_still_compiled():
+    # Under x64 jnp.arange(4.0) is float64, so fn's own output is float64 computed from float32
+    # softmax; the compiled program (float64 copies) differs from it by float32 rounding only,
+    # which must not be mistaken for a miscompilation (Note [One dtype per program]).
+    def f(z):
+        return jnp.sum(jax.nn.softmax(z) * jnp.arange(4.0))
+
+    result = check_function(f, jnp.array([0.3, -1.0, 2.0, 0.5]))
+    assert result.passed, result
+    assert not any("eagerly" in note for note in result.notes), result.notes

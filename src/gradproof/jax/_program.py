@@ -309,10 +309,16 @@ class _Program:
         self.baked = abs(float(compiled) - expected) <= rounding
         return self.baked
 
-    @staticmethod
-    def _eps(compiled: _Array, output: Sequence[Any]) -> float:
-        """The coarsest machine epsilon of the compiled value and `fn`'s own outputs."""
-        dtypes = [np.dtype(compiled.dtype)] + [_numpy(o).dtype for o in output]
+    def _eps(self, compiled: _Array, output: Sequence[Any]) -> float:
+        """Return the coarsest machine epsilon of the values compared and the leaves.
+
+        `fn`'s own outputs were computed from the leaves in their dtypes, the
+        compiled value from float64 copies (Note [One dtype per program]): a
+        float32 leaf times a float64 constant is a float64 output that only
+        float32 rounding separates from the compiled one.
+        """
+        dtypes = [np.dtype(compiled.dtype), *(_numpy(o).dtype for o in output)]
+        dtypes += list(self.arguments.proxies)
         return max(float(np.finfo(d).eps) for d in dtypes)
 
     def _baked(self) -> Callable[..., Any]:
