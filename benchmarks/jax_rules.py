@@ -13,8 +13,9 @@ Each source is cited next to its rule. Every case runs through both checkers wit
 ``--cold`` measures the first call in a fresh process instead: one subprocess per checker and
 repeat, alternating, on the small cases; it prints the median of each and their ratio.
 
-Run:  python benchmarks/jax_rules.py            (the table, about a minute on 2 cores)
-      python benchmarks/jax_rules.py --cold 5   (cold starts, 5 processes per checker and case)
+Run:  python benchmarks/jax_rules.py            (the table, a few minutes on 2 cores)
+      python benchmarks/jax_rules.py --cold 5   (cold starts, 5 processes per checker, case
+                                                 and order; --cases picks the cases)
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ scaled_sin.defvjp(_scaled_sin_fwd, _scaled_sin_bwd)
 
 X = jnp.array([-3.0, -0.5, 0.4, 2.0, 10.0])
 SINGULAR = jnp.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.5, 1.0, 2.0]])  # rank 2
+INVERTIBLE = jnp.array([[1.0, 2.0, 3.0], [2.0, 5.0, 6.0], [0.5, 1.0, 4.0]])
 ROWS = jnp.array([[0.0, 0.0], [0.6, -0.8], [1.5, 2.0]])  # the first row is zero
 BOTH = ("fwd", "rev")
 REV = ("rev",)
@@ -234,6 +236,7 @@ CASES = [
     Case(
         "det, singular (PR #2809, after)", "jnp.linalg.det", jnp.linalg.det, (SINGULAR,), BOTH, None
     ),
+    Case("det, invertible", "jnp.linalg.det", jnp.linalg.det, (INVERTIBLE,), BOTH, None),
     Case("norm with a zero row, naive", "JAX FAQ", norm_naive, (ROWS,), BOTH, "x"),
     Case(
         "norm, double where (optax safe_norm)",
@@ -380,9 +383,8 @@ print(time.perf_counter() - started)
 """
 
 
-def cold(repeats: int) -> None:
+def cold(repeats: int, chosen: list[int]) -> None:
     """Print the first call's time in fresh processes, alternating the checkers."""
-    chosen = [0, 6, 10]  # log1pexp (custom_jvp), det (JAX's rule), softmax: small functions
     modules = {"jax": "jax.test_util", "gradproof": "gradproof.jax"}
     print(f"First call in a fresh process, median of {repeats} (both modes):")
     for index, order in [(index, order) for order in (1, 2) for index in chosen]:
@@ -404,9 +406,16 @@ def cold(repeats: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", type=int, default=0, help="cold-start repeats per checker")
+    parser.add_argument(
+        "--cases",
+        type=int,
+        nargs="+",
+        default=[0, 6, 7, 11],  # log1pexp, det (singular, invertible), softmax: small functions
+        help="indices into CASES for --cold",
+    )
     np.set_printoptions(precision=4)
     chosen = parser.parse_args()
     if chosen.cold:
-        cold(chosen.cold)
+        cold(chosen.cold, chosen.cases)
     else:
         table()
