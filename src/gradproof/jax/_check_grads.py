@@ -23,17 +23,14 @@ _WHAT = {
     SECOND_FORWARD: "second derivative, forward over reverse (JVP of the VJP)",
 }
 
-Tolerance = float | Mapping[Any, float] | None
-"""A tolerance as ``jax.test_util.check_grads`` takes it: a number, or numbers by dtype."""
-
 
 def check_grads(
     f: Callable[..., Any],
     args: Sequence[Any],
     order: int,
     modes: Sequence[str] = ("fwd", "rev"),
-    atol: Tolerance = None,
-    rtol: Tolerance = None,
+    atol: float | Mapping[Any, float] | None = None,
+    rtol: float | Mapping[Any, float] | None = None,
     eps: float | None = None,
     *,
     strict: bool = False,
@@ -218,7 +215,9 @@ def _unjudged(result: CheckResult) -> str:
     )
 
 
-def _tolerance(label: str, tolerance: Tolerance, args: tuple[Any, ...]) -> float | None:
+def _tolerance(
+    label: str, tolerance: float | Mapping[Any, float] | None, args: tuple[Any, ...]
+) -> float | None:
     """Read a tolerance as JAX takes it: a number, or the loosest of a dict by the args' dtypes."""
     if tolerance is None:
         return None
