@@ -40,6 +40,7 @@ from gradproof.results import CheckResult, Verdict
 from gradproof.torch._convert import _random_like, _to_numpy
 from gradproof.torch._locate_model import Site, _Call, _Model, custom_functions
 from gradproof.torch._locate_results import LOSS_FN, ModuleVerdict
+from gradproof.torch._run import _rename, _renamer
 
 Target = tuple[Site | str, torch.Tensor | None]
 """An activation (a site) or a parameter (its name), and the direction moved (None: every entry)."""
@@ -137,7 +138,8 @@ class _Search:
         params = {a: np.zeros(p.shape) for a, p in aliases.items()}
         result = check_with_options(loss, grad, params, options)
         self.n_evals += result.n_evals
-        return result
+        renamed: CheckResult = _rename(result, _renamer({a: p.label for a, p in aliases.items()}))
+        return renamed
 
     def probe(self, probes: list[_Probe]) -> dict[str, bool]:
         """Probe each target group along its random direction: label -> right (or unjudged)."""
@@ -147,7 +149,7 @@ class _Search:
         result = self.run(probes, self.options.replace(mode="full"))
         found = {}
         for i, probe in enumerate(probes):
-            report = result[f"gpl{i}"]
+            report = result.params[i]
             found[probe.label] = report.verdict is not Verdict.FAIL
             if report.verdict is Verdict.INCONCLUSIVE:
                 self.inconclusive.append(probe.label)
@@ -259,7 +261,8 @@ class _Search:
         for pos, shape in call.inputs:
             site: Site = (call.key, "input", pos)
             n = int(np.prod(shape))
-            result = self._localise([_Probe("input", ((site, None),), shape)], n)
+            label = "input" if len(call.inputs) == 1 else f"input{pos}"
+            result = self._localise([_Probe(label, ((site, None),), shape)], n)
             report = result.params[0]
             if report.verdict is Verdict.FAIL and report.diagnosis is not None:
                 self.input_right[i] = False
@@ -276,9 +279,8 @@ class _Search:
             for n in params
         ]
         result = self._localise(probes, sum(int(np.prod(p.shape)) for p in probes))
-        labels = {f"gpl{k}": p.label for k, p in enumerate(probes)}
         parts = [
-            f"{labels[r.name]}: {r.diagnosis.summary}"
+            f"{r.name}: {r.diagnosis.summary}"
             for r in result.params
             if r.verdict is Verdict.FAIL and r.diagnosis is not None
         ]
