@@ -49,6 +49,7 @@ class LayerNormFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
+        """Normalise `x` over its last axis."""
         mu = x.mean(-1, keepdim=True)
         rstd = 1 / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
         xhat = (x - mu) * rstd
@@ -58,12 +59,15 @@ class LayerNormFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Return `factor` times the input gradient."""
         xhat, rstd = ctx.saved_tensors
         gx = (g - g.mean(-1, keepdim=True) - xhat * (g * xhat).mean(-1, keepdim=True)) * rstd
         return ctx.factor * gx, None
 
 
 class Norm(torch.nn.Module):
+    """The custom layer norm with a weight and a bias."""
+
     def __init__(self, width: int, factor: float) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.ones(width))
@@ -71,10 +75,13 @@ class Norm(torch.nn.Module):
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise, scale and shift."""
         return LayerNormFn.apply(x, self.factor) * self.weight + self.bias  # type: ignore[no-any-return]
 
 
 class Block(torch.nn.Module):
+    """``x + fc2(tanh(fc1(norm(x))))``."""
+
     def __init__(self, width: int, factor: float) -> None:
         super().__init__()
         self.norm = Norm(width, factor)
@@ -82,10 +89,13 @@ class Block(torch.nn.Module):
         self.fc2 = torch.nn.Linear(2 * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Add the block's branch to its input."""
         return x + self.fc2(torch.tanh(self.fc1(self.norm(x))))
 
 
 class ResidualNet(torch.nn.Module):
+    """An embedding, 24 residual blocks and a head; block `wrong`'s norm is wrong."""
+
     def __init__(self, wrong: int | None) -> None:
         super().__init__()
         self.embed = torch.nn.Linear(4, WIDTH)
@@ -95,6 +105,7 @@ class ResidualNet(torch.nn.Module):
         self.head = torch.nn.Linear(WIDTH, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the blocks in turn."""
         h = self.embed(x)
         for block in self.blocks:
             h = block(h)
@@ -114,6 +125,7 @@ def best_of(runs: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def main() -> None:
+    """Measure locate and the directional check on each model, and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="time one run instead of 3")
     parser.add_argument("--json", help="also write the measurements to this file")
