@@ -143,8 +143,8 @@ def locate(
     ('1',)
     >>> print(result["1"].sentence())  # doctest: +NORMALIZE_WHITESPACE
     `1` (a Shaky calling the custom autograd Function `Double`): the gradient reaching it is
-    right, the gradient it passes on to its input is wrong: analytic = 2 × numeric on every
-    entry of its input.
+    right, the gradient it passes on is wrong: analytic = 2 × numeric on every entry of its
+    input.
     """
     started = time.perf_counter()
     checked = CheckOptions.from_keywords(
