@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
 from gradproof.results import CheckResult, Verdict
 
 __all__ = ["StageReport", "StageResult"]
+
+WIDTH = 92
+"""The width the report's sentences are wrapped to."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +124,7 @@ class StageResult:
 
     def __str__(self) -> str:
         verdict = "ok" if self.passed else "WRONG"
-        lines = [f"gradproof stages: {verdict}: {self.where}", ""]
+        lines = [*textwrap.wrap(f"gradproof stages: {verdict}: {self.where}", WIDTH), ""]
         rows = [("gradient", "of", "verdict", "what it looks like", "computed from")]
         for s in self.stages:
             rows.append(
@@ -138,7 +142,7 @@ class StageResult:
             for row in rows
         )
         if self.convention_note:
-            lines += ["", self.convention_note]
+            lines += ["", *textwrap.wrap(self.convention_note, WIDTH)]
         lines += ["", f"{self.n_evals} loss evaluations in {self.seconds:.2f} s."]
         return "\n".join(lines)
 
