@@ -301,6 +301,54 @@ def test_a_wrong_parameter_gradient_is_a_culprit_with_its_parameter_named():
     assert "the gradients of its parameters are wrong" in culprit.sentence()
 
 
+def test_a_bug_in_the_models_own_forward_code_blames_the_model_itself():
+    class Gated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+            self.out = torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.out(SoftmaxFn.apply(self.fc(x), True))
+
+    torch.manual_seed(0)
+    net = Gated().double()
+    result = locate(net, torch.randn(3, 4, dtype=torch.float64), lambda out: out.pow(2).sum())
+    assert result.culprits == ("",)
+    (model,) = [v for v in result.modules if v.name == ""]
+    assert model.verdict == "culprit" and model.functions == ("SoftmaxFn",)
+    assert model.sentence().startswith("the model (a Gated calling the custom autograd Function")
+    assert result["out"].verdict == "right" and result["fc"].verdict == "receives_wrong"
+
+
+def test_dict_outputs_and_float32_in_native_precision():
+    class Heads(torch.nn.Module):
+        def __init__(self, wrong):
+            super().__init__()
+            self.body = torch.nn.Linear(3, 5)
+            self.act = Activation(wrong)
+            self.score = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.act(self.body(x))
+            return {"score": self.score(h), "hidden": h}
+
+    torch.manual_seed(4)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for wrong, expected in ((False, ()), (True, ("act",))):
+        torch.manual_seed(4)
+        net = Heads(wrong).double()
+        result = locate(net, x, lambda out: out["score"].pow(2).mean() + out["hidden"].sum())
+        assert result.culprits == expected
+    torch.manual_seed(4)
+    net32 = Heads(True)
+    result = locate(
+        net32, x.float(), lambda out: out["score"].pow(2).mean(), precision="native", rtol=1e-2
+    )
+    assert result.culprits == ("act",)
+    assert next(net32.parameters()).dtype == torch.float32
+
+
 # -- correct models ------------------------------------------------------------------------------
 def test_a_correct_model_has_no_culprit_and_costs_a_few_evaluations():
     net, x, loss = make()

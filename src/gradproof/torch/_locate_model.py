@@ -21,6 +21,7 @@ Note [Perturbing an activation]
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,18 +59,37 @@ class _Call:
 
 
 def _float_tensors(values: Any) -> list[tuple[int, torch.Tensor]]:
-    """Return the floating-point tensors of a call's arguments or output, by position."""
-    items = values if isinstance(values, (tuple, list)) else (values,)
+    """Return the floating-point tensors of a call's arguments or output, by position.
+
+    A tuple or list is taken item by item, a dict (or a model-output mapping)
+    value by value, in its order; anything else is one item.
+    """
+    if isinstance(values, Mapping):
+        items: Any = list(values.values())
+    else:
+        items = values if isinstance(values, (tuple, list)) else (values,)
     return [
         (i, v) for i, v in enumerate(items) if isinstance(v, torch.Tensor) and v.is_floating_point()
     ]
 
 
 def _replace(values: Any, changes: Mapping[int, torch.Tensor]) -> Any:
+    """Return `values` with the items at the positions of `changes` replaced."""
+    if isinstance(values, Mapping):
+        replaced = copy.copy(values)
+        for i, key in enumerate(list(values)):
+            if i in changes:
+                replaced[key] = changes[i]  # type: ignore[index]
+        return replaced
     if not isinstance(values, (tuple, list)):
         return changes.get(0, values)
-    replaced = [changes.get(i, v) for i, v in enumerate(values)]
-    return tuple(replaced) if isinstance(values, tuple) else replaced
+    items = [changes.get(i, v) for i, v in enumerate(values)]
+    return tuple(items) if isinstance(values, tuple) else items
+
+
+def _moved(tensor: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Add an offset to an activation, in the activation's dtype (the offset is float64)."""
+    return tensor + offset.to(tensor.dtype)
 
 
 class _Model:
@@ -99,11 +119,20 @@ class _Model:
         self.trainable = {n for n, p in module.named_parameters() if p.requires_grad}
         self.buffers = {n: copy(b) for n, b in module.named_buffers()}
         self.args = tuple(copy(a) if isinstance(a, torch.Tensor) else a for a in args)
-        self.widened = wide and any(
+        low = any(
             _is_low_float(t)
             for t in [*module.parameters(), *module.buffers(), *args]
             if isinstance(t, torch.Tensor)
         )
+        self.widened = wide and low
+        # Note [Low precision, measured]
+        #     With ``precision="native"``, a float16 or float32 model computes the
+        #     loss in its own precision while the probes' coefficients are float64:
+        #     the loss's rounding is far above float64's, and the checks measure it
+        #     (``noise=True``) instead of assuming float64 rounding.
+        self.low_precision = low and not wide
+        first = [t for t in [*self.params.values(), *self.args] if isinstance(t, torch.Tensor)]
+        self.device = first[0].device if first else torch.device("cpu")
         self.n_forward = 0
         self.n_backward = 0
         # The state of one pass (Note [Perturbing an activation]).
@@ -133,7 +162,7 @@ class _Model:
                 self._trace[parent].children.append(len(self._trace) - 1)
             self._open.append(len(self._trace) - 1)
         changes = {
-            i: t + self._offsets[(key, "input", i)]
+            i: _moved(t, self._offsets[(key, "input", i)])
             for i, t in tensors
             if (key, "input", i) in self._offsets
         }
@@ -152,7 +181,7 @@ class _Model:
         if self._grad_fns is not None:
             self._grad_fns[key][1].extend(t.grad_fn for _, t in tensors)
         changes = {
-            i: t + self._offsets[(key, "output", i)]
+            i: _moved(t, self._offsets[(key, "output", i)])
             for i, t in tensors
             if (key, "output", i) in self._offsets
         }
@@ -238,25 +267,6 @@ class _Model:
         for call in calls:
             call.n_calls = totals[call.name]
         return calls, value
-
-    def gradients(
-        self,
-        offsets: Mapping[Site, torch.Tensor],
-        param_offsets: Mapping[str, torch.Tensor],
-    ) -> list[torch.Tensor]:
-        """Return the gradients of the loss with respect to the offsets (leaves), in order."""
-        leaves = [*offsets.values(), *param_offsets.values()]
-        value = self.evaluate(offsets, param_offsets)
-        self.n_backward += 1
-        if not value.requires_grad:
-            return [torch.zeros_like(t) for t in leaves]
-        try:
-            grads = torch.autograd.grad(value, leaves, allow_unused=True)
-        except RuntimeError as exc:
-            raise UserCodeError(
-                f"A backward raised {_describe_error(exc)}", function="backward"
-            ) from exc
-        return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves, strict=True)]
 
     def grad_fns(self) -> dict[CallKey, tuple[list[Any], list[Any]]]:
         """Run once with grad: each call's input and output ``grad_fn`` nodes."""

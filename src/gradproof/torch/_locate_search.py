@@ -94,7 +94,7 @@ class _Search:
 
     # -- probes --------------------------------------------------------------------------------
     def _direction(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return _random_like(self.rng, shape)
+        return _random_like(self.rng, shape, self.model.device)
 
     def run(self, probes: list[_Probe], options: CheckOptions) -> CheckResult:
         """Check the loss's derivatives along the probes' targets with gradproof."""
@@ -187,7 +187,9 @@ class _Search:
                 break
         # Stage 2: what the calls whose output gradient is right pass on, to their inputs and
         # parameters together (Note [Where the error enters]).
-        right = [i for i in level if self.output_right.get(i)]
+        # The model's own output may have no tensor to perturb (a dict of labels and losses):
+        # what reaches it comes from `loss_fn`, which is then taken on trust (a note says so).
+        right = [i for i in level if self.output_right.get(i) or (i == 0 and not calls[0].outputs)]
         passes_on = {}
         for i in right:
             call = calls[i]
@@ -195,7 +197,9 @@ class _Search:
                 ((call.key, "input", pos), self._direction(shape)) for pos, shape in call.inputs
             ]
             if call.name not in self.params_right and all(
-                self.output_right.get(j) for j, c in enumerate(calls) if c.name == call.name
+                self.output_right.get(j) or j == 0
+                for j, c in enumerate(calls)
+                if c.name == call.name
             ):
                 self.params_right[call.name] = None  # judged with this call
                 self.param_owner[call.name] = i
@@ -212,10 +216,10 @@ class _Search:
             if i not in self.output_right:
                 self.verdicts[i] = "not_judged"
                 continue
-            if self.output_right[i] is None:
+            if self.output_right[i] is None and i != 0:
                 self.verdicts[i] = "not_judged"
                 continue
-            if not self.output_right[i]:
+            if self.output_right[i] is False:
                 self.verdicts[i] = "receives_wrong"
                 continue
             if i not in passes_on or found[passes_on[i].label]:

@@ -180,6 +180,10 @@ def locate(
         )
     model = _Model(module, args, loss_fn, precision=precision, seed=seed)
     options_used = checked.replace(seed=seed, precision="native")
+    if model.low_precision and "noise" not in options:
+        # Note [Low precision, measured]: the probes' coefficients are float64, but the loss
+        # is computed in float16 or float32, so its rounding is measured rather than assumed.
+        options_used = options_used.replace(noise=True)
     with model.attached():
         calls, value = model.trace()
         search = _Search(
@@ -213,6 +217,11 @@ def _notes(model: _Model, search: _Search, calls: list[Any]) -> list[str]:
         notes.append(
             "The model's low-precision tensors were run through float64 copies of its "
             "parameters, buffers and inputs."
+        )
+    if calls and not calls[0].outputs:
+        notes.append(
+            "The model's output holds no floating-point tensor (the loss is computed from "
+            "something else), so the gradient `loss_fn` delivers to it was taken on trust."
         )
     shared = sorted({c.name for c in calls if c.n_calls > 1})
     if shared:
