@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradproof._words import counted
+from gradproof._words import counted, noun
 from gradproof.checking.options import CheckOptions
 from gradproof.engine.randomness import preserved_random_state
 from gradproof.errors import InputError
@@ -239,7 +239,8 @@ def _notes(model: _Model, search: _Search, calls: list[Any]) -> list[str]:
     unjudged = [v for v in search.verdicts.values() if v == "receives_wrong"]
     if unjudged:
         notes.append(
-            f"{counted(len(unjudged), 'module call')} received a wrong gradient: what they pass "
-            "on cannot show whether their own backward is right."
+            f"{counted(len(unjudged), 'module call')} received a wrong gradient: what "
+            f"{noun(len(unjudged), 'it passes', 'they pass')} on cannot show whether "
+            f"{noun(len(unjudged), 'its', 'their')} own backward is right."
         )
     return notes
