@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,7 +183,7 @@ def test_a_wrong_parameter_line_is_not_blamed_upstream():
 
 
 def test_without_parameters_the_stages_take_the_value_alone():
-    stages = [("H", np.tanh), ("loss", lambda h: float(np.sum(h**3)))]
+    stages: list[tuple[str, Any]] = [("H", np.tanh), ("loss", lambda h: float(np.sum(h**3)))]
     x = np.linspace(-1, 1, 5)
     h = np.tanh(x)
     result = gradproof.check_stages(stages, x, {"H": 3 * h**2})
@@ -215,7 +216,7 @@ def test_bad_input_says_what_to_pass():
     with pytest.raises(InputError, match=r"`stages` must be a non-empty sequence of \(name, fn\)"):
         gradproof.check_stages([], X, grads, params=PARAMS)
     with pytest.raises(InputError, match=r"`stages\[1\]` must be a \(name, fn\) pair"):
-        gradproof.check_stages([STAGES[0], ("H",)], X, grads, params=PARAMS)
+        gradproof.check_stages([STAGES[0], ("H",)], X, grads, params=PARAMS)  # type: ignore[list-item]
     with pytest.raises(InputError, match="`stages` names 'Z' twice"):
         gradproof.check_stages([STAGES[0], *STAGES], X, grads, params=PARAMS)
     with pytest.raises(InputError, match="`grads` has the key 'dQ', which names neither"):
