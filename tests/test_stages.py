@@ -182,6 +182,19 @@ def test_a_wrong_parameter_line_is_not_blamed_upstream():
     )
 
 
+def test_a_single_intermediate_gradient_off_by_a_factor_is_a_bug_not_a_convention():
+    stages: list[tuple[str, Any]] = [("H", np.tanh), ("loss", lambda h: float(np.sum(h**3)))]
+    x = np.linspace(-1, 1, 5)
+    h = np.tanh(x)
+    result = gradproof.check_stages(stages, x, {"H": 6 * h**2})
+    assert result.convention is None and result.suspects == ("H",)
+    assert (
+        result.where
+        == "H is 2× too large: the error is in the lines that compute it from the loss."
+    )
+    assert gradproof.check_stages(stages, x, {"H": 6 * h**2}, convention=2).passed
+
+
 def test_without_parameters_the_stages_take_the_value_alone():
     stages: list[tuple[str, Any]] = [("H", np.tanh), ("loss", lambda h: float(np.sum(h**3)))]
     x = np.linspace(-1, 1, 5)

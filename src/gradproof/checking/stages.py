@@ -18,9 +18,10 @@ Note [Checking backprop line by line]
     the classic assignment backpropagates the summed cost ``m·J`` and applies
     the 1/m only in ``dW`` and ``db``. Every intermediate gradient is then
     ``m`` times the loss's, every one by the same factor. That is a
-    convention, not a bug: a factor shared by every intermediate gradient is
-    recognised (``convention="auto"``), stated, and the intermediate gradients
-    are judged against that multiple of the loss. A bug in one line scales its
+    convention, not a bug: a whole factor shared by every intermediate
+    gradient (two of them at least) is recognised (``convention="auto"``),
+    stated, and the intermediate gradients are judged against that multiple
+    of the loss. A bug in one line scales its
     value and every one computed from it, but never the values nearer the
     loss, so it cannot pass for a convention unless it sits in the very first
     line of the backward pass; pass ``convention=1`` to rule that out.
@@ -364,15 +365,21 @@ def _report(
 
 
 def _shared_factor(checks: Mapping[str, CheckResult]) -> float | None:
-    """Return the factor every intermediate gradient is off by, when they share one (not 1)."""
-    factors = [_factor(r) if r.verdict is Verdict.FAIL else 1.0 for r in checks.values()]
-    if not factors or any(f is None for f in factors):
+    """Return the whole factor every intermediate gradient is off by, if they share one.
+
+    At least two intermediate gradients must share it: one alone cannot tell a
+    convention from a bug in the first line of the backward pass. The factor
+    must be a whole number (the ``m`` of a summed cost).
+    """
+    factors = [_factor(r) if r.verdict is Verdict.FAIL else None for r in checks.values()]
+    known = [f for f in factors if f is not None]
+    if len(factors) < 2 or len(known) < len(factors):
         return None
-    first = float(factors[0])  # type: ignore[arg-type]
-    if first <= 0 or first == 1.0:
+    first = known[0]
+    if first <= 1.0 or not format_factor(first).isdigit():
         return None
-    if all(abs(float(f) - first) <= CONVENTION_TOLERANCE * first for f in factors):  # type: ignore[arg-type]
-        return float(format_factor(first)) if format_factor(first).isdigit() else first
+    if all(abs(f - first) <= CONVENTION_TOLERANCE * first for f in known):
+        return float(format_factor(first))
     return None
 
 
