@@ -20,6 +20,9 @@ directional check of the correct model, the check's cost when nothing needs loca
 Times are the best of 3 runs (1 with ``--quick``) when a run takes at most a second, else
 of one run, after an untimed run of both on the correct model.
 
+torch runs on one thread (``torch.set_num_threads(1)``): the models are tiny, and on a loaded
+machine waiting for intra-op threads costs more than the arithmetic, for both checks alike.
+
 Run:  python benchmarks/locate.py [--quick] [--json PATH]
 """
 
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args()
     runs = 1 if args.quick else 3
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     x = torch.randn(BATCH, 4, dtype=torch.float64)
     y = torch.randn(BATCH, 1, dtype=torch.float64)
