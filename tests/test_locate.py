@@ -176,6 +176,15 @@ class Net(torch.nn.Module):
         return self.head_act(self.head(h))
 
 
+class Lambda(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
 def make(**kwargs):
     torch.manual_seed(0)
     net = Net(**kwargs).double()
@@ -468,3 +477,26 @@ def test_bad_input_is_refused_with_what_to_do():
         locate(net, x, loss, precision="double")
     with pytest.raises(InputError, match="`loss_fn` returned a tensor of shape"):
         locate(net, x, lambda out: out)
+
+
+def test_errors_in_the_users_code_are_user_code_errors_with_the_cause():
+    class Broken(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            raise ValueError("backward fell over")
+
+    class UsesBroken(torch.nn.Module):
+        def forward(self, x):
+            return Broken.apply(x)
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), UsesBroken()).double()
+    x = torch.ones(3, 2, dtype=torch.float64)
+    with pytest.raises(gradproof.UserCodeError, match="A backward raised") as caught:
+        locate(net, x, lambda out: out.sum())
+    assert "backward fell over" in str(caught.value.__cause__)
+    with pytest.raises(gradproof.UserCodeError, match="The module raised ZeroDivisionError"):
+        locate(torch.nn.Sequential(Lambda(lambda t: t / 0 if False else 1 // 0)), x, lambda o: o)

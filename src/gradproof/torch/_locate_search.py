@@ -36,8 +36,9 @@ import torch
 
 from gradproof.checking.check import check_with_options
 from gradproof.checking.options import CheckOptions
+from gradproof.errors import UserCodeError
 from gradproof.results import CheckResult, Verdict
-from gradproof.torch._convert import _random_like, _to_numpy
+from gradproof.torch._convert import _describe_error, _random_like, _to_numpy
 from gradproof.torch._locate_model import Site, _Call, _Model, custom_functions
 from gradproof.torch._locate_results import LOSS_FN, ModuleVerdict
 from gradproof.torch._run import _rename, _renamer
@@ -87,7 +88,6 @@ class _Search:
         self.output_right: dict[int, bool | None] = {}
         self.input_right: dict[int, bool | None] = {}
         self.params_right: dict[str, bool | None] = {}
-        self.passes_on_right: dict[int, bool] = {}
         self.param_owner: dict[str, int] = {}
         self.verdicts: dict[int, str] = {}
         self.details: dict[int, tuple[str, CheckResult | None]] = {}
@@ -118,18 +118,27 @@ class _Search:
 
         def loss(p: Mapping[str, np.ndarray]) -> float:
             with torch.no_grad():
-                coefficients = {a: torch.as_tensor(np.asarray(v, np.float64)) for a, v in p.items()}
+                coefficients = {
+                    a: torch.as_tensor(np.asarray(v, np.float64), device=model.device)
+                    for a, v in p.items()
+                }
                 return float(model.evaluate(*offsets(coefficients)))
 
         def grad(p: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             leaves = {
-                a: torch.tensor(np.asarray(v, np.float64), requires_grad=True) for a, v in p.items()
+                a: torch.tensor(np.asarray(v, np.float64), device=model.device, requires_grad=True)
+                for a, v in p.items()
             }
             value = model.evaluate(*offsets(leaves))
             model.n_backward += 1
             if not value.requires_grad:
                 return {a: np.zeros_like(np.asarray(v)) for a, v in p.items()}
-            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+            try:
+                grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+            except Exception as exc:
+                raise UserCodeError(
+                    f"A backward raised {_describe_error(exc)}", function="backward"
+                ) from exc
             return {
                 a: (np.zeros(leaf.shape) if g is None else _to_numpy(g))
                 for (a, leaf), g in zip(leaves.items(), grads, strict=True)
@@ -224,14 +233,12 @@ class _Search:
                 continue
             if i not in passes_on or found[passes_on[i].label]:
                 self.verdicts[i] = "right"
-                self.passes_on_right[i] = True
                 self.input_right[i] = True if call.inputs else None
                 if self.param_owner.get(call.name) == i and self._param_names(call.name):
                     self.params_right[call.name] = True
                 if self.exhaustive and call.children:
                     culprits.extend(self.search(call.children))
                 continue
-            self.passes_on_right[i] = False
             inner = self.search(call.children) if call.children else []
             if inner:
                 self.verdicts[i] = "contains_culprit"
