@@ -250,6 +250,9 @@ def test_a_wrong_layer_norm_is_the_culprit_not_the_blocks_it_feeds():
     assert result["blocks.2"].verdict == "right"
     assert result["blocks.0"].verdict in ("receives_wrong", "not_judged")
     text = str(result)
+    assert text.startswith(
+        "gradproof locate: the backward of `blocks.1.norm` is wrong (inside `blocks.1`)."
+    )
     assert (
         "`blocks.1.norm` (a LayerNorm calling the custom autograd Function `LayerNormFn`): the "
         "gradient reaching it is right, the gradient it passes on is wrong: analytic = 2 × "

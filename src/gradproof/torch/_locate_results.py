@@ -187,8 +187,18 @@ class LocateResult:
                 "the backward of `loss_fn` is to blame, not the model's."
             )
         else:
-            listed = ", ".join(f"`{c}`" for c in self.culprits)
-            lines.append(f"gradproof locate: the backward of {listed} is wrong.")
+            innermost = {v.name for v in self.modules if v.verdict == "culprit"}
+
+            def listed(names: list[str]) -> str:
+                shown = [f"`{c}`" if c else "the model" for c in names]
+                return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+            inside = [c for c in self.culprits if c not in innermost]
+            lines.append(
+                f"gradproof locate: the backward of "
+                f"{listed([c for c in self.culprits if c in innermost])} is wrong"
+                + (f" (inside {listed(inside)})." if inside else ".")
+            )
             lines.append("")
             lines.extend(
                 "  " + v.sentence()
