@@ -22,7 +22,7 @@ Note [Where the error enters]
     among its children is a culprit itself (the bug is in its own code: a
     custom Function or an operation between its submodules). Only then are
     a culprit's wrong gradients checked entry by entry, to say what the error
-    looks like. A right model costs three probes; a wrong one a probe or two
+    looks like. A right model costs two probes; a wrong one a probe or two
     per call on the path to the culprit and at its levels.
 """
 
