@@ -12,9 +12,15 @@ Note [Where the error enters]
 
     The search starts at the model itself (its output: the gradient that
     ``loss_fn`` delivers; its input and parameters: the whole backward) and
-    descends only into calls to blame, one level of the call tree at a time:
-    first the outputs of the calls at that level, then the inputs and
-    parameters of the calls whose output gradient is right. Each gradient is
+    descends only into calls to blame, one level of the call tree at a time.
+    First the outputs of the calls at that level, :data:`OUTPUT_CHUNK` at a
+    time from the last call back, stopping after the first group with a
+    wrong one: the calls before it run earlier in the forward pass, so the
+    culprit nearest the loss is not among them (a second bug there waits for
+    the first to be fixed). Then, for each call whose output gradient is
+    right, what it passes on: its inputs and its parameters together, in one
+    probe (a shared module's parameters only when every call of it receives
+    a right gradient, since their gradient sums over the calls). Each gradient is
     probed along one random direction, a scalar parameter of one
     :func:`~gradproof.checking.check.check_with_options` per stage, so it
     gets gradproof's error-aware tolerance and its re-measurement at
