@@ -117,9 +117,10 @@ def locate(
     -----
     A model whose gradients are right costs a trace and two probes of the
     whole model, the gradient reaching its output and the one it passes on
-    (ten loss evaluations, set-up included), and two backward passes. A wrong one costs a probe or two per call at each level of the
-    call tree on the way down to the culprit, and a few dozen evaluations to
-    describe the culprit's wrong gradient entry by entry.
+    (ten loss evaluations, set-up included), and two backward passes. A
+    wrong one costs a probe or two per call at each level of the call tree
+    on the way down to the culprit, and a few dozen evaluations to describe
+    the culprit's wrong gradient entry by entry.
 
     Examples
     --------
