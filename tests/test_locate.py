@@ -374,6 +374,31 @@ def test_dict_outputs_and_float32_in_native_precision():
     assert next(net32.parameters()).dtype == torch.float32
 
 
+def test_one_wrong_entry_of_a_large_input_gradient_is_found_by_halving():
+    class Poke(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            g = g.clone()
+            g[3, 5] += 1.0  # bug: one entry
+            return g
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 10), Lambda(Poke.apply), torch.nn.Tanh(), torch.nn.Linear(10, 1)
+    ).double()
+    result = locate(net, torch.randn(8, 4, dtype=torch.float64), lambda out: out.pow(2).mean())
+    assert result.culprits == ("1",)
+    culprit = result["1"]
+    assert culprit.functions == ("Poke",)
+    assert culprit.detail.startswith("input: only this entry is wrong: input[3, 5]")
+    assert culprit.check is not None
+    assert [e.name for e in culprit.check["input"].failures] == ["input[3, 5]"]
+
+
 # -- correct models ------------------------------------------------------------------------------
 def test_a_correct_model_has_no_culprit_and_costs_a_few_evaluations():
     net, x, loss = make()

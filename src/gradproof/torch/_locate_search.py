@@ -285,7 +285,11 @@ class _Search:
                 self.input_right[i] = False
                 which = "its input" if len(call.inputs) == 1 else f"its input {pos}"
                 summary = report.diagnosis.summary
-                return f"{summary} of {which}{_coverage(report.n_checked, n)}", result
+                if summary.endswith("on every entry"):
+                    text = f"{summary} of {which}"
+                else:
+                    text = f"{which.removeprefix('its ')}: {summary}"
+                return text + _coverage(report.n_checked, n), result
         self.input_right[i] = True if call.inputs else None
         params = self._param_names(call.name)
         if self.param_owner.get(call.name) != i or not params:
