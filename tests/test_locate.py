@@ -526,5 +526,7 @@ def test_errors_in_the_users_code_are_user_code_errors_with_the_cause():
     with pytest.raises(gradproof.UserCodeError, match="A backward raised") as caught:
         locate(net, x, lambda out: out.sum())
     assert "backward fell over" in str(caught.value.__cause__)
+    for m in net.modules():  # removed however the search ended
+        assert not m._forward_hooks and not m._forward_pre_hooks
     with pytest.raises(gradproof.UserCodeError, match="The module raised ZeroDivisionError"):
         locate(torch.nn.Sequential(Lambda(lambda t: t / 0 if False else 1 // 0)), x, lambda o: o)
