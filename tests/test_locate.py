@@ -420,6 +420,17 @@ def test_a_correct_model_with_a_shared_module_passes_every_call_when_exhaustive(
     assert [v.call for v in result.modules if v.name == "blocks.0.act"] == [0, 1, 2]
 
 
+def test_exhaustive_gives_every_call_after_the_culprit_a_verdict():
+    net, x, loss = make(bad=("norm", 1))
+    result = locate(net, x, loss, exhaustive=True)
+    assert result.culprits == ("blocks.1.norm", "blocks.1")
+    verdicts = {v.name: v.verdict for v in result.modules}
+    # Everything nearer the loss than the culprit is judged right, inside the blocks too.
+    assert verdicts["blocks.2.attn.qkv"] == verdicts["blocks.2.norm"] == "right"
+    assert verdicts["head_act"] == "right"
+    assert verdicts["embed"] == verdicts["blocks.0"] == "receives_wrong"
+
+
 def test_a_float32_torch_model_with_builtin_layers_passes():
     torch.manual_seed(2)
     net = torch.nn.Sequential(
