@@ -81,6 +81,9 @@ class NoiseState:
     confirmed : list of one bool
         Whether a certain failure was confirmed at a smaller step (Note
         [Confirming a certain failure] in :mod:`gradproof.checking.remeasure`).
+    from_repeats : bool
+        The estimate comes from repeated values at the point (a random
+        loss, Note [Noisy losses] in :mod:`gradproof.checking.setup`).
     """
 
     allowed: bool = False
@@ -90,6 +93,7 @@ class NoiseState:
     level: float = 0.0
     notes: list[str] = field(default_factory=list)
     confirmed: list[bool] = field(default_factory=lambda: [False])
+    from_repeats: bool = False
 
     def bound(self) -> float:
         """Return `level` from the estimate: ``NOISE_BOUND`` sigma when noise was found."""

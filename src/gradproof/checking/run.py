@@ -101,7 +101,9 @@ class _Run:
         estimate = self.estimate
         if (estimate is not None or self.noise.allowed) and math.isfinite(self.f0):
             dtype = max((d for _, d in self.sampling), key=machine_epsilon, default=np.float64)
-            if estimate is None:  # not measured: the loss's size still deserves its notes
+            if estimate is None or self.noise.from_repeats:
+                # Not measured, or random (its note says so): the loss's size still deserves
+                # its notes, but advice about formulas that lose precision would not fit.
                 eps = machine_epsilon(dtype)
                 estimate = NoiseEstimate(
                     level=eps * abs(self.f0), relative=eps, order=None, n_evals=0,
@@ -199,7 +201,7 @@ def _set_up(
         run.n_evals = evaluator.n_calls
     seconds_per_eval = (time.perf_counter() - timer) / max(evaluator.n_calls - before, 1)
     if repeated is not None:  # Note [Noisy losses]: known from the repeats, no ladder needed
-        run.noise.estimate, run.noise.settled = repeated, True
+        run.noise.estimate, run.noise.settled, run.noise.from_repeats = repeated, True, True
         run.noise.level = run.noise.bound()
     sampling = native
     f_center = run.f0  # the loss at the point, in the precision the differences are taken in
