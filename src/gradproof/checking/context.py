@@ -349,7 +349,7 @@ class Context:
         return state.level > 0
 
     def reviewer(self, rebuild: Callable[[Context], CoordinateProblem]) -> Review:
-        """Return the hook that measures the noise when a verdict needs it (see :mod:`.remeasure`)."""
+        """Return the hook that measures the noise when a verdict needs it (:mod:`.remeasure`)."""
 
         def review(
             problem: CoordinateProblem,

@@ -162,7 +162,7 @@ def _judge_probes(ctx: Context, probes: list[Probe], *, resolve: bool = True) ->
 
 
 def _probe_problem(ctx: Context, probes: list[Probe]) -> CoordinateProblem:
-    """The probes as coordinates of one probe function, with the check's current error model."""
+    """Make the probes coordinates of one probe function, with the check's current error model."""
     k = len(probes)
     starts = np.array([p.start for p in probes], dtype=np.intp)
     sizes = np.array([p.size for p in probes], dtype=np.float64)

@@ -45,7 +45,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from gradproof._typing import BoolArray
+from gradproof._typing import BoolArray, FloatArray
 from gradproof._words import noun
 from gradproof.checking.sweep import (
     FAIL,
@@ -93,8 +93,8 @@ def certain_failures(
             & (miss > CERTAIN_FACTOR * entries.tolerance()[i])
             & (np.abs(right - left) <= SIDE_AGREEMENT * miss)
         )
-    certain &= np.isfinite(miss) & np.isfinite(entries.analytic[i])
-    return certain
+    flags: BoolArray = certain & np.isfinite(miss) & np.isfinite(entries.analytic[i])
+    return flags
 
 
 def review(
@@ -143,9 +143,9 @@ def review(
     if dependent.size and measure(_reason(problem, entries, dependent)):
         # The certain failures were certain under the rounding model: with noise above it,
         # they are taken again too.
-        problem, level0 = _retake(problem, rebuild(), entries, level0, doubtful)
+        problem, level0, stopped = _retake(problem, rebuild(), entries, level0, doubtful)
         entries.judge()
-        if entries.interrupted:
+        if stopped:
             return problem, level0, np.zeros(0, dtype=np.intp)
         doubtful = _doubtful(problem, entries, level0, wanted)
         dependent = doubtful[~certain_failures(problem, entries, level0, doubtful)]
@@ -231,15 +231,19 @@ def _retake(
     entries: Entries,
     level0: _CentralLevel | None,
     redo: npt.NDArray[np.intp],
-) -> tuple[CoordinateProblem, _CentralLevel | None]:
-    """Take the first estimates of `redo` again with `new`'s error model; merge them in."""
+) -> tuple[CoordinateProblem, _CentralLevel | None, bool]:
+    """Take the first estimates of `redo` again with `new`'s error model; merge them in.
+
+    Returns the merged problem and central pair, and whether the sampling stopped early.
+    """
     fresh, fresh_level, taken = _first_estimates(new, redo)
     for name in ("numeric", "error_bar", "measured"):
         getattr(entries, name)[redo] = getattr(fresh, name)[redo]
-    entries.interrupted = entries.interrupted or bool(np.any(~fresh.measured[redo]))
+    stopped = bool(np.any(~fresh.measured[redo]))
+    entries.interrupted = entries.interrupted or stopped
 
-    def merged(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        out = np.array(before, dtype=np.float64, copy=True)
+    def merged(before: FloatArray, after: FloatArray) -> FloatArray:
+        out: FloatArray = np.array(before, dtype=np.float64, copy=True)
         out[redo] = after[redo]
         return out
 
@@ -255,10 +259,11 @@ def _retake(
         extra_bar=extra,
     )
     if level0 is None or fresh_level is None:
-        return problem, fresh_level if level0 is None else level0
-    return problem, _CentralLevel(
+        return problem, fresh_level if level0 is None else level0, stopped
+    pair = _CentralLevel(
         plus=merged(level0.plus, fresh_level.plus),
         minus=merged(level0.minus, fresh_level.minus),
         f_plus=merged(level0.f_plus, fresh_level.f_plus),
         f_minus=merged(level0.f_minus, fresh_level.f_minus),
     )
+    return problem, pair, stopped

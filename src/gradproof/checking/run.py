@@ -96,7 +96,7 @@ class _Run:
         return self.noise.estimate
 
     def _noise_notes(self) -> list[str]:
-        """What the check learned about the loss's noise, and the advice that follows."""
+        """Return what the check learned about the loss's noise, and the advice that follows."""
         notes = list(self.noise.notes)
         estimate = self.estimate
         if (estimate is not None or self.noise.allowed) and math.isfinite(self.f0):

@@ -14,9 +14,9 @@ import numpy as np
 
 from gradproof._typing import FloatArray
 from gradproof._words import counted
+from gradproof.checking.context import LADDER_POINTS, NOISE_BOUND
 from gradproof.checking.options import CheckOptions
 from gradproof.engine.base import Engine
-from gradproof.checking.context import LADDER_POINTS, NOISE_BOUND
 from gradproof.engine.evaluator import LossEvaluator
 from gradproof.errors import InputError, NondeterministicLossError, UserCodeError
 from gradproof.numerics.noise import NoiseEstimate, noise_from_repeats
