@@ -185,10 +185,12 @@ def _confirmed(
     )
     j = int(certain[np.argmin(ratio)])
     x0 = problem.x0
-    h = np.zeros_like(x0)
-    h[j] = (level0.plus[j] - level0.minus[j]) / (2 * CONFIRM_STEP)
+    dtype = next(d for span, d in problem.sampling if (span.start or 0) <= j < span.stop)
+    h = np.array([(level0.plus[j] - level0.minus[j]) / (2 * CONFIRM_STEP)])
     # Snapped to the working dtype, like every step (Note [Snapped steps]); only j moves.
-    minus, plus = offset_points(x0, problem.sampling, np.where(h > 0, h, 1.0), (-1.0, 1.0))
+    low, high = offset_points(x0[j : j + 1], [(slice(0, 1), dtype)], h, (-1.0, 1.0))
+    minus, plus = x0.copy(), x0.copy()
+    minus[j], plus[j] = low[0], high[0]
     s = problem.sampler(problem.fun, x0, (plus, minus), indices=np.array([j], dtype=np.intp))
     if s.interrupted:
         entries.interrupted = True
