@@ -9,6 +9,8 @@ rule gives an exact number.
 from __future__ import annotations
 
 import math
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -170,3 +172,46 @@ def test_directional_localisation_of_one_wrong_entry_costs_at_most_60(wide):
     assert [e.name for e in result["W1"].failures] == [f"W1[{row}, {column}]"]
     assert result.n_evals <= 60
     assert not _ladder_notes(result)
+
+
+def test_a_parcel_is_read_once_and_its_file_removed(tmp_path):
+    from gradproof.engine.tasks import _discard, _pack, _unpack
+
+    x = np.linspace(0.0, 1.0, 1000)
+    parcel = _pack(pickle.dumps(np.sum), x)
+    fun, point = _unpack(parcel)
+    assert fun is np.sum
+    np.testing.assert_array_equal(point, x)
+    _discard(parcel)
+    assert not os.path.exists(parcel.path)
+    # Later tasks of the sweep find it loaded: the file is no longer needed.
+    again, point_again = _unpack(parcel)
+    assert again is fun and point_again is point
+
+
+def test_process_pool_tasks_carry_neither_the_function_nor_the_point(monkeypatch):
+    from gradproof.engine import pools, processes
+    from gradproof.engine.execution import ProcessEngine
+    from gradproof.engine.tasks import _Parcel
+
+    monkeypatch.setattr(processes, "_POOL_START_SECONDS", 0.0)
+    monkeypatch.setattr(pools, "_DISPATCH_SECONDS", 0.0)
+    monkeypatch.setattr(pools, "_CALIBRATION_SECONDS", 0.0)
+    x = np.linspace(-1.0, 1.0, 200)
+    columns = (x - 1e-3, x + 1e-3)
+    sent = []
+    with ProcessEngine(2) as engine:
+        submit = engine._submit
+
+        def recording(task):
+            sent.append(task)
+            return submit(task)
+
+        monkeypatch.setattr(engine, "_submit", recording)
+        samples = engine.sample(np.sum, x, columns)
+    assert sent and all(isinstance(t.fun, _Parcel) and t.x is None for t in sent)
+    assert len({t.fun.key for t in sent}) == 1  # one parcel for the sweep
+    assert not os.path.exists(sent[0].fun.path)  # removed when the sweep ended
+    expected = np.array([[np.sum(np.where(np.arange(x.size) == i, c[i], x)) for i in range(x.size)]
+                         for c in columns])  # fmt: skip
+    np.testing.assert_array_equal(samples.values, expected)

@@ -55,7 +55,7 @@ from gradproof.engine.base import Engine, _check_batch_size, _check_workers, _or
 from gradproof.engine.chunks import _ChunkOutcome, _ChunkRunner, _points
 from gradproof.engine.progress import Progress
 from gradproof.engine.serial import _run_serially, _Sweep
-from gradproof.engine.tasks import _rebuild, _StopFlag, _Task
+from gradproof.engine.tasks import _discard, _Parcel, _rebuild, _StopFlag, _Task
 from gradproof.errors import WorkerLostError
 from gradproof.numerics.finite_diff import Samples
 
@@ -123,6 +123,15 @@ class _PoolEngine(Engine):
     @abc.abstractmethod
     def _finish(self, flag: _StopFlag | None, stragglers: list[Future[_ChunkOutcome]]) -> None:
         """End a call: reset the stop flag, or stop the tasks that did not return in time."""
+
+    def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
+        """Send the function and the point once per worker, if the workers allow it.
+
+        None: every task carries them (Note [Shipped once per worker] in
+        :mod:`gradproof.engine.tasks`).
+        """
+        del payload, x
+        return None
 
     def _replace_workers(self, future: Future[_ChunkOutcome] | None) -> None:
         """Make sure new tasks do not go to workers that were lost with `future`."""
@@ -201,7 +210,12 @@ class _PoolEngine(Engine):
         chunks = np.array_split(rest, min(rest.size, count))
         grace = max(_GRACE_SECONDS, 2.5 * max(task_seconds, seconds))
         stall = max(_STALL_SECONDS, 50 * max(task_seconds, seconds))
-        self._run_pool(fun, payload, x, columns, chunks, sweep, deadline, grace, stall)
+        parcel = self._ship(payload, x)
+        try:
+            carried = payload if parcel is None else parcel
+            self._run_pool(fun, carried, x, columns, chunks, sweep, deadline, grace, stall)
+        finally:
+            _discard(parcel)
         return sweep.samples()
 
     def _run_pool(
@@ -233,7 +247,7 @@ class _PoolEngine(Engine):
                 chunk, lost = queue.pop()
                 task = _Task(
                     fun=payload,
-                    x=x,
+                    x=None if isinstance(payload, _Parcel) else x,
                     indices=chunk,
                     points=_points(columns, chunk),
                     batch_size=self.batch_size,

@@ -16,13 +16,21 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from gradproof._typing import FlatFunction
+from gradproof._typing import FlatFunction, FloatArray
 from gradproof._words import counted
 from gradproof.engine.base import _batch_note
 from gradproof.engine.chunks import _ChunkOutcome
 from gradproof.engine.pools import _PoolEngine
 from gradproof.engine.scripts import _main_script_problem
-from gradproof.engine.tasks import _run_task, _serialize, _start_worker, _StopFlag, _Task
+from gradproof.engine.tasks import (
+    _pack,
+    _Parcel,
+    _run_task,
+    _serialize,
+    _start_worker,
+    _StopFlag,
+    _Task,
+)
 
 __all__ = ["ProcessEngine"]
 
@@ -118,6 +126,17 @@ class ProcessEngine(_PoolEngine):
 
     def _payload(self, fun: FlatFunction) -> object:
         return _serialize(fun)
+
+    def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
+        """Write the function and the point for the workers to read once.
+
+        Note [Shipped once per worker] in :mod:`gradproof.engine.tasks`.
+        """
+        assert isinstance(payload, bytes)
+        try:
+            return _pack(payload, x)
+        except OSError:  # no writable temporary folder: every task carries them
+            return None
 
     def _stop_flag(self) -> _StopFlag | None:
         return None  # the workers read the pool's flag (`_start_worker`)
