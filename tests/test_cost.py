@@ -215,3 +215,37 @@ def test_process_pool_tasks_carry_neither_the_function_nor_the_point(monkeypatch
     expected = np.array([[np.sum(np.where(np.arange(x.size) == i, c[i], x)) for i in range(x.size)]
                          for c in columns])  # fmt: skip
     np.testing.assert_array_equal(samples.values, expected)
+
+
+def test_dask_tasks_receive_the_scattered_function_and_point():
+    distributed = pytest.importorskip("dask.distributed")
+    from gradproof.engine import pools
+    from gradproof.engine.execution import ExecutorEngine
+    from gradproof.engine.tasks import _run_shipped
+    from gradproof.numerics.finite_diff import sample
+
+    x = np.linspace(-1.0, 1.0, 200)
+    columns = (x - 1e-3, x + 1e-3)
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        patch.setattr(pools, "_DISPATCH_SECONDS", 0.0)
+        patch.setattr(pools, "_CALIBRATION_SECONDS", 0.0)
+        executor = client.get_executor()
+        submitted = []
+        submit = executor.submit
+
+        def recording(fn, *args):
+            submitted.append(fn)
+            return submit(fn, *args)
+
+        patch.setattr(executor, "submit", recording)
+        with ExecutorEngine(executor) as engine:
+            samples = engine.sample(np.sum, x, columns)
+    assert submitted and set(submitted) == {_run_shipped}
+    expected = sample(np.sum, x, columns)
+    np.testing.assert_array_equal(samples.values, expected.values)

@@ -133,6 +133,10 @@ class _PoolEngine(Engine):
         del payload, x
         return None
 
+    def _unship(self, parcel: _Parcel | None) -> None:
+        """Release what :meth:`_ship` sent, once the sweep is over."""
+        _discard(parcel)
+
     def _replace_workers(self, future: Future[_ChunkOutcome] | None) -> None:
         """Make sure new tasks do not go to workers that were lost with `future`."""
 
@@ -215,7 +219,7 @@ class _PoolEngine(Engine):
             carried = payload if parcel is None else parcel
             self._run_pool(fun, carried, x, columns, chunks, sweep, deadline, grace, stall)
         finally:
-            _discard(parcel)
+            self._unship(parcel)
         return sweep.samples()
 
     def _run_pool(

@@ -25,8 +25,12 @@ Note [Shipped once per worker]
     last :data:`_PARCELS_KEPT` sweeps), so the function, its data and the
     point cross to each worker once per sweep, not once per task: at a
     million parameters the point alone is 8 MB. The parent removes the file
-    when the sweep ends. An executor's tasks (threads, a cluster) still carry
-    the function and the point themselves.
+    when the sweep ends. On a Dask cluster (an executor from
+    ``client.get_executor()``) the function and the point are scattered to
+    every worker once per sweep instead (``client.scatter(...,
+    broadcast=True)``), and each task receives them from its worker's memory
+    (:func:`_run_shipped`). Other executors' tasks (threads) share them in
+    this process.
 """
 
 from __future__ import annotations
@@ -146,6 +150,12 @@ def _run_task(task: _Task) -> _ChunkOutcome:
     if isinstance(outcome.error, BaseException) and not in_caller:
         outcome = outcome._replace(error=_PortableError.capture(outcome.error))
     return outcome._replace(remote=remote)
+
+
+def _run_shipped(task: _Task, shipped: tuple[object, FloatArray]) -> _ChunkOutcome:
+    """Evaluate one chunk with the function and point scattered to the worker (Dask)."""
+    fun, x = shipped
+    return _run_task(task._replace(fun=fun, x=x))
 
 
 def _start_worker(flag: Any) -> None:
