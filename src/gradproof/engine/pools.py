@@ -108,6 +108,9 @@ class _PoolEngine(Engine):
     def _payload(self, fun: FlatFunction) -> object:
         """Return what the tasks carry to rebuild `fun` in a worker."""
 
+    def _require_sendable(self, fun: FlatFunction) -> None:
+        """Refuse, before any evaluation, a function that cannot reach the workers."""
+
     @abc.abstractmethod
     def _submit(self, task: _Task) -> Future[_ChunkOutcome]:
         """Start one task (may raise when the workers are gone)."""
@@ -188,10 +191,7 @@ class _PoolEngine(Engine):
             self._note(f"The {self.description} were not used: {reason}")
             _run_serially(runner, order, columns, sweep, deadline)
             return sweep.samples()
-        began = time.perf_counter()
-        payload = self._payload(fun)  # refuses an unpicklable loss before any evaluation
-        size = x.nbytes + (len(payload) if isinstance(payload, bytes) else 0)
-        overhead = time.perf_counter() - began + size / _BYTES_PER_SECOND
+        self._require_sendable(fun)  # refuses an unpicklable loss before any evaluation
         # Time the function on a first few coordinates, in this process (Note [Chunks]
         # in chunks.py).
         done, seconds = _run_serially(
@@ -209,6 +209,10 @@ class _PoolEngine(Engine):
             )
             _run_serially(runner, rest, columns, sweep, deadline)
             return sweep.samples()
+        began = time.perf_counter()
+        payload = self._payload(fun)  # only now: a sweep evaluated here needs no pickle
+        size = x.nbytes + (len(payload) if isinstance(payload, bytes) else 0)
+        overhead = time.perf_counter() - began + size / _BYTES_PER_SECOND
         task_seconds = max(_TASK_SECONDS, overhead / _OVERHEAD_SHARE)
         count = max(_CHUNKS_PER_WORKER * self.workers, math.ceil(serial_seconds / task_seconds))
         chunks = np.array_split(rest, min(rest.size, count))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -101,6 +102,7 @@ class ProcessEngine(_PoolEngine):
         self._flag: Any = None  # the pool's shared stop flag (a ctypes byte)
         self._owners: dict[Future[_ChunkOutcome], ProcessPoolExecutor] = {}
         self._processes: dict[int, list[Any]] = {}  # id(pool): its processes, for exit codes
+        self._sendable: weakref.ref[Any] | None = None  # the evaluator last seen to pickle
 
     @property
     def description(self) -> str:
@@ -126,6 +128,24 @@ class ProcessEngine(_PoolEngine):
 
     def _payload(self, fun: FlatFunction) -> object:
         return _serialize(fun)
+
+    def _require_sendable(self, fun: FlatFunction) -> None:
+        """Pickle the function once per loss evaluator, to refuse an unpicklable loss early.
+
+        A check samples many functions of one evaluator (the sweep, subsets,
+        probes, the noise ladder's line), and short ones run in this process:
+        pickling each of them only to see that it can be pickled would cost
+        as much as the pickling the workers need (8 MB at a million
+        parameters), for every call of a directional search.
+        """
+        owner = getattr(fun, "evaluator", fun)
+        if self._sendable is not None and self._sendable() is owner:
+            return
+        _serialize(fun)
+        try:
+            self._sendable = weakref.ref(owner)
+        except TypeError:  # an object without weak references: check it every time
+            self._sendable = None
 
     def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
         """Write the function and the point for the workers to read once.
