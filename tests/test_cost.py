@@ -249,3 +249,14 @@ def test_dask_tasks_receive_the_scattered_function_and_point():
     assert submitted and set(submitted) == {_run_shipped}
     expected = sample(np.sum, x, columns)
     np.testing.assert_array_equal(samples.values, expected.values)
+
+
+def test_a_budget_without_room_for_the_confirmation_keeps_the_verdict_and_says_so():
+    w = np.linspace(0.1, 2.0, 10)
+    sweep = SET_UP_EVALS + 2 * w.size
+    tight = check(lambda v: float(np.sum(np.sin(v))), lambda v: -np.cos(v), w, max_evals=sweep)
+    assert tight.suspects == ("params",) and tight.stop_reason is None
+    assert tight.n_evals == sweep
+    assert any("not confirmed" in note and "max_evals" in note for note in tight.notes)
+    roomy = check(lambda v: float(np.sum(np.sin(v))), lambda v: -np.cos(v), w, max_evals=sweep + 2)
+    assert roomy.n_evals == sweep + 2 and not any("not confirmed" in n for n in roomy.notes)

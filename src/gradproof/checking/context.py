@@ -348,6 +348,10 @@ class Context:
         )
         return state.level > 0
 
+    def has_room(self, evals: int) -> bool:
+        """Whether `max_evals` leaves room for that many more evaluations."""
+        return self.max_evals is None or self.n_evals + evals <= self.max_evals
+
     def reviewer(self, rebuild: Callable[[Context], CoordinateProblem]) -> Review:
         """Return the hook that measures the noise when a verdict needs it (:mod:`.remeasure`)."""
 
@@ -367,6 +371,7 @@ class Context:
                 measure=self.measure_noise,
                 rebuild=lambda: rebuild(self),
                 confirmed=self.noise.confirmed,
+                room=self.has_room,
             )
 
         return review

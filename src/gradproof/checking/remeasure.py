@@ -115,6 +115,7 @@ def review(
     measure: Callable[[str], bool],
     rebuild: Callable[[], CoordinateProblem],
     confirmed: list[bool],
+    room: Callable[[int], bool] = lambda evals: True,
 ) -> tuple[CoordinateProblem, _CentralLevel | None, npt.NDArray[np.intp]]:
     """Measure the noise if a verdict needs it; return the coordinates to re-measure.
 
@@ -131,6 +132,8 @@ def review(
     confirmed : list of one bool
         Whether a certain failure of this check was already confirmed at a
         smaller step (Note [Confirming a certain failure]); set here.
+    room : callable ``room(evals) -> bool``, optional
+        Whether the check's budget has room for that many more evaluations.
 
     Returns
     -------
@@ -140,6 +143,12 @@ def review(
         could change (Note [Pay for what the verdict needs]).
     """
     certain = certain_failures(problem, entries, level0, doubtful)
+    if np.any(certain) and not confirmed[0] and not room(2):
+        confirmed[0] = True  # taken as they are: the budget has no room to confirm them
+        entries.notes.append(
+            f"{_count(int(np.count_nonzero(certain)))} far beyond the tolerance were not "
+            "confirmed at a smaller step (2 evaluations), to stay within max_evals."
+        )
     if np.any(certain) and not confirmed[0]:
         if _confirmed(problem, entries, level0, doubtful[certain]):
             confirmed[0] = True
@@ -210,6 +219,10 @@ def _confirmed(
         moved = abs(numeric - float(entries.numeric[j]))
         bar = 2 * float(problem.value_noise[j]) / width
     return bool(np.isfinite(numeric) and moved <= SIDE_AGREEMENT * miss + bar)
+
+
+def _count(failures: int) -> str:
+    return f"{failures} failing {noun(failures, 'coordinate')}"
 
 
 def _reason(problem: CoordinateProblem, entries: Entries, dependent: npt.NDArray[np.intp]) -> str:
