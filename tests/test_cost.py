@@ -260,3 +260,25 @@ def test_a_budget_without_room_for_the_confirmation_keeps_the_verdict_and_says_s
     assert any("not confirmed" in note and "max_evals" in note for note in tight.notes)
     roomy = check(lambda v: float(np.sum(np.sin(v))), lambda v: -np.cos(v), w, max_evals=sweep + 2)
     assert roomy.n_evals == sweep + 2 and not any("not confirmed" in n for n in roomy.notes)
+
+
+def test_a_threaded_loss_keeps_the_process_pool_idle_and_says_why(monkeypatch):
+    from gradproof.engine import pools, processes
+    from gradproof.engine.execution import ProcessEngine
+
+    monkeypatch.setattr(processes, "_POOL_START_SECONDS", 0.0)
+    monkeypatch.setattr(pools, "_DISPATCH_SECONDS", 0.0)
+    monkeypatch.setattr(pools, "_CALIBRATION_SECONDS", 0.0)
+    engine = ProcessEngine(2)
+    # Note [Threaded losses]: at least 3/4 of the CPUs busy from this process alone.
+    assert engine._threaded(1.5, 2) and not engine._threaded(1.2, 2)
+    assert not engine._threaded(1.0, 1)  # one core: nothing to compete for
+    monkeypatch.setattr(pools, "_available_cpus", lambda: 2)
+    monkeypatch.setattr(engine, "_threaded", lambda busy, cpus: True)
+    monkeypatch.setattr(engine, "_submit", lambda task: pytest.fail("a task was submitted"))
+    x = np.linspace(-1.0, 1.0, 50)
+    with engine:
+        samples = engine.sample(np.sum, x, (x - 1e-3, x + 1e-3))
+    assert samples.measured.all() and engine.worker_evals == 0
+    (note,) = engine.notes
+    assert "already keeps about" in note and "OMP_NUM_THREADS=1" in note

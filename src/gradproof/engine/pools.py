@@ -80,6 +80,9 @@ _CALIBRATION_SECONDS = 0.02
 _DISPATCH_SECONDS = 0.05
 """Work below this (in this process's time) runs serially even when workers are ready."""
 
+_THREADED_SHARE = 0.75
+"""A loss keeping this share of the CPUs busy alone leaves a process pool nothing to add."""
+
 _RETRY_PIECES = 4
 """A chunk lost with its worker is retried in this many pieces (Note [Lost workers])."""
 
@@ -107,6 +110,25 @@ class _PoolEngine(Engine):
     @abc.abstractmethod
     def _payload(self, fun: FlatFunction) -> object:
         """Return what the tasks carry to rebuild `fun` in a worker."""
+
+    def _threaded(self, busy: float, cpus: int) -> bool:
+        """Whether the loss already uses the cores the workers would need (Note [Threaded losses]).
+
+        Note [Threaded losses]
+            A loss that computes with several threads (OpenBLAS and MKL use one
+            per core by default, and so do torch and jax) keeps the machine's
+            cores busy from this process alone: timed on the first
+            coordinates, its CPU time is several times its wall time. Worker
+            processes then split the same cores among more threads, and the
+            pool was measured 2.4 to 4.5 times *slower* than serial on a
+            BLAS-heavy loss of a million parameters on 2 cores. When the loss
+            keeps at least :data:`_THREADED_SHARE` of the CPUs busy, the
+            sweep runs here, with a note that says why and how to use the
+            workers. An executor's workers may be other machines: only a
+            process pool, whose workers share these cores, is held back.
+        """
+        del busy, cpus
+        return False
 
     def _require_sendable(self, fun: FlatFunction) -> None:
         """Refuse, before any evaluation, a function that cannot reach the workers."""
@@ -193,19 +215,34 @@ class _PoolEngine(Engine):
             return sweep.samples()
         self._require_sendable(fun)  # refuses an unpicklable loss before any evaluation
         # Time the function on a first few coordinates, in this process (Note [Chunks]
-        # in chunks.py).
+        # in chunks.py), and see how many cores it keeps busy (Note [Threaded losses]).
+        cpu, wall = time.process_time(), time.perf_counter()
         done, seconds = _run_serially(
             runner, order, columns, sweep, deadline, budget=_CALIBRATION_SECONDS
         )
+        busy = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
         rest = order[done:]
         if sweep.stop is not None:
             return sweep.samples()
         serial_seconds = seconds * rest.size
-        if rest.size == 0 or serial_seconds < self._start_seconds():
+        # What the workers can save: all but a 1/W share of the time, at best.
+        gain = serial_seconds * (1.0 - 1.0 / max(self.workers, 1))
+        if rest.size == 0 or gain < self._start_seconds():
             self._note(
-                f"The {self.description} were not used for a small sweep: its evaluations "
-                f"take about {seconds * order.size:.2g} s in this process, less than starting "
-                f"to use the workers costs (about {self._start_seconds():.2g} s)."
+                f"The {self.description} were not used for a small sweep: what was left of it "
+                f"after timing the loss would take about {serial_seconds:.2g} s in this process, "
+                "and sharing it would save less than starting to use the workers costs "
+                f"(about {self._start_seconds():.2g} s)."
+            )
+            _run_serially(runner, rest, columns, sweep, deadline)
+            return sweep.samples()
+        cpus = _available_cpus()
+        if self._threaded(busy, cpus):
+            self._note(
+                f"The {self.description} were not used: the loss already keeps about "
+                f"{busy:.1f} of this machine's {cpus} cores busy in this process (a "
+                "multi-threaded BLAS or framework), so worker processes would only compete "
+                "for them. Limit its threads (e.g. OMP_NUM_THREADS=1) to use the workers."
             )
             _run_serially(runner, rest, columns, sweep, deadline)
             return sweep.samples()

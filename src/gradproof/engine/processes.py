@@ -21,7 +21,7 @@ from gradproof._typing import FlatFunction, FloatArray
 from gradproof._words import counted
 from gradproof.engine.base import _batch_note
 from gradproof.engine.chunks import _ChunkOutcome
-from gradproof.engine.pools import _PoolEngine
+from gradproof.engine.pools import _THREADED_SHARE, _PoolEngine
 from gradproof.engine.scripts import _main_script_problem
 from gradproof.engine.tasks import (
     _pack,
@@ -128,6 +128,10 @@ class ProcessEngine(_PoolEngine):
 
     def _payload(self, fun: FlatFunction) -> object:
         return _serialize(fun)
+
+    def _threaded(self, busy: float, cpus: int) -> bool:
+        # Note [Threaded losses] in pools.py: the workers would share these cores.
+        return cpus >= 2 and busy >= _THREADED_SHARE * cpus
 
     def _require_sendable(self, fun: FlatFunction) -> None:
         """Pickle the function once per loss evaluator, to refuse an unpicklable loss early.
