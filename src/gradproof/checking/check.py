@@ -216,10 +216,13 @@ def check(
     Notes
     -----
     See Note [Verdict pipeline] in this module's source. A full check of ``n``
-    entries with central differences costs ``2 n + 43`` loss evaluations
-    (the point three times and the noise ladder), plus two per re-measured entry
-    and step; a directional one ``2 T + 43`` for ``T`` tensors when nothing
-    is wrong. A ``KeyboardInterrupt`` returns what was measured so far, with
+    entries with central differences costs ``2 n + 2`` loss evaluations
+    (the point twice) when nothing is doubtful; 40 more for the noise ladder
+    when a verdict depends on it, 2 to confirm the first failure far beyond
+    its tolerance, and two per re-measured entry and step (Note [Pay for what
+    the verdict needs] in :mod:`gradproof.checking.remeasure`). A directional
+    check costs ``2 T + 2`` for ``T`` tensors when nothing is wrong. A
+    ``KeyboardInterrupt`` returns what was measured so far, with
     ``result.interrupted`` set. Memory is O(n): no n-by-n matrix is ever
     formed, and each worker holds one working copy of the parameters (times
     `batch_size` when batching).
