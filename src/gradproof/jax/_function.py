@@ -40,7 +40,7 @@ VMAP_MIN_ENTRIES = 256
 Note [When vmap pays]
     A batched evaluation costs a compilation of the vmapped function (40 to
     150 ms on a CPU for a small function) and then saves the dispatch of each
-    point (about 30 to 60 µs). A full check costs about ``2 n + 45``
+    point (about 30 to 60 µs). A full check costs about ``2 n``
     evaluations for ``n`` entries, so below a few hundred entries compiling
     the batch costs more than it saves, on the first check of a process
     (the one ``jax.test_util.check_grads`` users feel). ``vmap=True`` batches
@@ -162,12 +162,16 @@ def check_function(
 
     Notes
     -----
-    Set-up calls `fn` once eagerly, once compiled and once vmapped on a batch,
-    then computes the VJP (and the JVPs) once; the finite differences cost
-    what :func:`gradproof.check` says (about ``2 n + 43`` evaluations for ``n``
-    entries), in calls of ``batch_size`` points. Nothing is retraced per
-    evaluation: shapes and dtypes do not change. All JAX work runs inside
-    ``jax.enable_x64(True)`` unless ``precision="native"`` (Note [x64]).
+    Set-up reads the output's structure with ``jax.eval_shape``, linearizes
+    `fn` once for the analytic derivatives (Note [Cold start]), and compiles
+    `fn` once (and its vmapped form when batching pays, Note [When vmap
+    pays]); the finite differences cost what :func:`gradproof.check` says
+    (about ``2 n`` evaluations for ``n`` entries, more where entries are
+    re-measured), one point per call or ``batch_size`` points. Nothing is
+    retraced per evaluation: shapes and dtypes do not change, and a second
+    check of the same function reuses what the first compiled (Note [Compiled
+    once per process]). All JAX work runs inside ``jax.enable_x64(True)``
+    unless ``precision="native"`` (Note [x64]).
 
     Examples
     --------
