@@ -26,6 +26,28 @@ Note [Forward mode]
     parameters and names a wrong rule by leaf, as ``jvp.w``. JAX has no forward
     mode for ``custom_vjp`` functions; by default it is then skipped with a note.
 
+Note [Second order]
+    ``second_order=True`` (``check_grads(..., order=2)``) checks the derivative
+    of the rules themselves. The first-order gradient along the cotangent
+    ``u``, ``g(x) = VJP(fn)(x)(u)``, is a JAX function of the same arguments
+    whose evaluation runs the ``bwd`` (or the transposed ``custom_jvp``
+    rule); it is checked like `fn` itself, through ``<w, g(x)>`` for a random
+    cotangent ``w``. Its VJP is reverse over reverse, its JVP forward over
+    reverse, and the finite differences of ``g`` use the first-order rule
+    only, so a rule whose values are right but whose own derivative is wrong
+    (a ``stop_gradient`` inside it, residuals that do not depend on ``x``)
+    fails here and nowhere else. The reports are named ``vjp_of_vjp.x`` and
+    ``jvp_of_vjp.x``, with subject ``x``, under their own headings.
+
+Note [Python scalars]
+    ``check_function(f, 2., 3.)`` is how JAX's docs call ``jax.grad``. Python
+    floats are usually configuration (an epsilon, a temperature), so by
+    default only floating arrays are differentiated; but when the arguments
+    hold no floating array at all, the Python floats are what there is to
+    check, and they are checked, in float64. ``argnums`` (and
+    :func:`check_grads`, which differentiates every argument as JAX's does)
+    always include them.
+
 Note [Trust the compiled function]
     The finite differences call `fn` compiled (``jax.jit``) and batched
     (``jax.vmap``), and a compiler or a ``custom_vmap`` rule can get that wrong:
@@ -52,17 +74,7 @@ Note [x64]
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import numpy as np
-
-from gradproof._typing import Params
-from gradproof.checking.check import check_with_options
-from gradproof.checking.options import CheckOptions
 from gradproof.errors import BackendUnavailableError
-from gradproof.results import CheckResult
 
 try:
     # Only the private modules below use JAX: importing it first turns its absence into
@@ -75,208 +87,21 @@ except ImportError as _missing:  # pragma: no cover - the suite runs with JAX in
         framework="jax",
     ) from _missing
 
-from gradproof.engine.randomness import preserved_random_state
-from gradproof.jax._arguments import _Arguments
+from gradproof.jax._check_grads import check_grads
 from gradproof.jax._convert import _x64 as _x64  # re-exported: the tests use it
-from gradproof.jax._loss import JVP_PREFIX, _Along, _Loss
-from gradproof.jax._merge import _merge
-from gradproof.jax._options import MODES, _argnums, _validate, _validate_modes
-from gradproof.jax._outputs import _call_eagerly, _cotangents
-from gradproof.jax._program import _Program
+from gradproof.jax._function import DEFAULT_BATCH_SIZE, VMAP_MIN_ENTRIES, check_function
+from gradproof.jax._loss import JVP_PREFIX, SECOND_JVP_PREFIX, SECOND_PREFIX
+from gradproof.jax._options import MODES
+from gradproof.jax._outputs import JACOBIAN_ROWS
 
-__all__ = ["DEFAULT_BATCH_SIZE", "JVP_PREFIX", "MODES", "check_function"]
-
-DEFAULT_BATCH_SIZE = 64
-"""Points per call of the vmapped function, unless `batch_size` is given."""
-
-
-@preserved_random_state()  # the global generators are re-seeded when seed= is given
-def check_function(
-    fn: Callable[..., Any],
-    *args: Any,
-    argnums: int | Sequence[int] | None = None,
-    has_aux: bool = False,
-    modes: Sequence[str] | None = None,
-    n_cotangents: int = 1,
-    vmap: bool = True,
-    batch_size: int | None = None,
-    jit: bool = True,
-    **options: Any,
-) -> CheckResult:
-    """Check the derivative rules of a JAX function against finite differences.
-
-    The analytic gradient is what JAX's autodiff computes for `fn`, so it runs
-    `fn`'s ``custom_vjp`` ``bwd`` and ``custom_jvp`` rules, however deep inside
-    `fn` they are. Each floating-point leaf of the arguments is a parameter
-    named by its pytree path (``w``, ``layers[0].bias``); the numbers and the
-    verdict come from :func:`gradproof.check`.
-
-    Parameters
-    ----------
-    fn : callable ``fn(*args) -> pytree of arrays``
-        The function: plain, ``jax.jit``-compiled, or with custom rules. It may
-        return a scalar or any pytree of floating arrays (Note [Scalar loss from
-        any output] in this module's source). Keyword arguments are not passed;
-        bind them with ``functools.partial``.
-    *args : jax.Array, numpy array or pytree of them
-        The point to check at, passed to `fn` in order. Never modified. Leaves
-        are named by their pytree paths: ``w``, ``layers[0].bias`` when a single
-        argument of dicts or attributes is differentiated, else after `fn`'s
-        parameter names (``params.w``, ``x``).
-    argnums : int or sequence of int, optional
-        The arguments to differentiate. By default every floating array leaf of
-        every argument (Python floats count as static configuration); with
-        `argnums`, every floating leaf of the chosen arguments, Python floats
-        included. Everything else (integers, strings, other arguments) is passed
-        through unchanged.
-    has_aux : bool, optional
-        `fn` returns ``(output, aux)``; only ``output`` is checked, as in
-        ``jax.grad(..., has_aux=True)``.
-    modes : sequence of {"rev", "fwd"}, optional
-        What to check: ``"rev"``, the VJP (``bwd`` rules, and reverse mode
-        derived from ``custom_jvp`` rules); ``"fwd"``, the JVP along a random
-        tangent per leaf (Note [Forward mode]). By default both when `fn` has a
-        forward mode, else ``"rev"`` with a note (``custom_vjp`` functions).
-    n_cotangents : int, optional
-        For a non-scalar output, how many random cotangents to check reverse
-        mode with (one check each); 1 by default. The result shown is the
-        first that fails, else the first inconclusive, else the first.
-    vmap : bool, optional
-        Evaluate the finite differences `batch_size` points per call through
-        ``jax.vmap`` (default True). If `fn` does not vmap, the check falls back
-        to one point per call and says so in a note.
-    batch_size : int, optional
-        Points per vmapped call; :data:`DEFAULT_BATCH_SIZE` (64) by default.
-    jit : bool, optional
-        Compile the evaluations with ``jax.jit``, once per dtype (default True).
-        If `fn` cannot be traced, they run eagerly and a note says so.
-    **options
-        Passed to :func:`gradproof.check`: `mode`, `method`, `eps`, `rel_step`,
-        `rtol`, `atol`, `seed` (also seeds the cotangents and tangents),
-        `precision`, `noise`, `max_evals`, `time_budget`, `n_probes`,
-        `n_samples`, `executor` (a thread pool, or worker processes, each of which
-        compiles the function again), `progress`. Forward mode is always checked
-        with ``mode="full"``.
-
-    Returns
-    -------
-    CheckResult
-        The same result as :func:`gradproof.check`. ``result.params`` holds the
-        reverse-mode reports, named by pytree path, then the forward-mode ones
-        (``jvp.w``); ``result.notes`` says what the adapter did (float64
-        evaluation, a skipped forward mode, a fallback from ``vmap``);
-        ``result.engine`` says whether the evaluations were batched.
-
-    Raises
-    ------
-    InputError
-        If `fn` is not callable, the arguments hold no floating-point leaves,
-        `fn` returns something that is not a pytree of real floating arrays, an
-        option is unknown or invalid, or ``"fwd"`` is asked of a ``custom_vjp``
-        function.
-    UserCodeError
-        If `fn`, its ``bwd`` or its JVP rule raises (JAX's own errors about a
-        rule's output structure included); the original exception is its
-        ``__cause__``.
-
-    See Also
-    --------
-    gradproof.check : the checker this adapter feeds.
-    gradproof.testing.assert_jax_function : the same check, raising when a rule is wrong.
-    jax.test_util.check_grads : JAX's own check, a pass/fail assertion.
-
-    Notes
-    -----
-    Set-up calls `fn` once eagerly, once compiled and once vmapped on a batch,
-    then computes the VJP (and the JVPs) once; the finite differences cost
-    what :func:`gradproof.check` says (about ``2 n + 43`` evaluations for ``n``
-    entries), in calls of ``batch_size`` points. Nothing is retraced per
-    evaluation: shapes and dtypes do not change. All JAX work runs inside
-    ``jax.enable_x64(True)`` unless ``precision="native"`` (Note [x64]).
-
-    Examples
-    --------
-    A numerically stable ``log(1 + exp(x))`` with a hand-written backward:
-
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> @jax.custom_vjp
-    ... def softplus(x):
-    ...     return jnp.logaddexp(0.0, x)
-    >>> def softplus_fwd(x):
-    ...     return softplus(x), x
-    >>> def softplus_bwd(x, g):
-    ...     return (g * jax.nn.sigmoid(x),)
-    >>> softplus.defvjp(softplus_fwd, softplus_bwd)
-    >>> x = jnp.array([-30.0, -1.0, 0.5, 30.0])
-    >>> check_function(softplus, x).passed
-    True
-    >>> def wrong_bwd(x, g):
-    ...     return (2 * g * jax.nn.sigmoid(x),)
-    >>> softplus.defvjp(softplus_fwd, wrong_bwd)
-    >>> result = check_function(softplus, x)
-    >>> result.suspects, result["x"].diagnosis.summary
-    (('x',), 'analytic = 2 × numeric on every entry')
-    """
-    started = time.perf_counter()
-    _validate(fn, options, n_cotangents, batch_size)
-    checked = CheckOptions(**options)
-    chosen_modes = _validate_modes(modes)
-    precision = options.get("precision", "auto")
-    x64 = precision != "native"
-    seed = options.get("seed")
-    rng = np.random.default_rng(seed if isinstance(seed, (int, np.integer)) else 0)
-    notes: list[str] = []
-    with _x64(x64):
-        arguments = _Arguments.read(fn, args, _argnums(argnums, len(args)), notes)
-        output = _call_eagerly(fn, args, has_aux)
-        cotangents = _cotangents(output, n_cotangents, rng)
-        program = _Program(fn, arguments, has_aux, x64=x64, jit=jit)
-        program.set_up(output, cotangents[0], notes)
-        if vmap:
-            program.set_up_batches(batch_size or DEFAULT_BATCH_SIZE, cotangents[0], notes)
-        gradients = program.vjps(cotangents) if "rev" in chosen_modes else []
-        forward = None
-        if "fwd" in chosen_modes:
-            forward = program.jvps(cotangents[0], rng, explicit=modes is not None, notes=notes)
-
-    reverse: list[CheckResult] = []
-    if "rev" in chosen_modes:
-        for cotangent, gradient in zip(cotangents, gradients, strict=True):
-            loss = _Loss(program, cotangent, arguments.extract)
-            reverse.append(
-                _check(
-                    loss,
-                    arguments.container(gradient),
-                    arguments.container(arguments.values),
-                    checked,
-                    program.batch_options(loss.batch),
-                )
-            )
-            if reverse[-1].interrupted:
-                break
-    forward_result = None
-    if forward is not None and not (reverse and reverse[-1].interrupted):
-        tangents, jvps = forward
-        loss = _Loss(program, cotangents[0], _Along(arguments, tangents))
-        forward_result = _check(
-            loss,
-            {JVP_PREFIX: arguments.container([np.float64(v) for v in jvps])},
-            {JVP_PREFIX: arguments.container([np.zeros((), d) for d in arguments.proxies])},
-            checked.replace(mode="full"),
-            program.batch_options(loss.batch),
-        )
-    return _merge(reverse, forward_result, notes, started)
-
-
-def _check(
-    loss: _Loss, grad: Params, params: Params, options: CheckOptions, batching: dict[str, Any]
-) -> CheckResult:
-    """Run the check, batched through `loss.batch` when `batching` says it works."""
-    return check_with_options(
-        loss,
-        grad,
-        params,
-        options.replace(batch_size=batching.get("batch_size")),
-        loss_batch=batching.get("loss_batch"),
-    )
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "JACOBIAN_ROWS",
+    "JVP_PREFIX",
+    "MODES",
+    "SECOND_JVP_PREFIX",
+    "SECOND_PREFIX",
+    "VMAP_MIN_ENTRIES",
+    "check_function",
+    "check_grads",
+]

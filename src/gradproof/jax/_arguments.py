@@ -41,27 +41,31 @@ class _Arguments:
     primals: tuple[Any, ...]  # the JAX arrays
     data_slots: tuple[tuple[int, int], ...]  # (argument, leaf) of each floating data array
     data: tuple[Any, ...]  # those arrays, in JAX
+    n_positional: int = -1  # the arguments past it are one dict: `fn`'s keyword arguments
 
     @classmethod
     def read(
-        cls, fn: Any, args: tuple[Any, ...], argnums: tuple[int, ...] | None, notes: list[str]
+        cls,
+        fn: Any,
+        args: tuple[Any, ...],
+        argnums: tuple[int, ...] | None,
+        notes: list[str],
+        kwargs: dict[str, Any] | None = None,
     ) -> _Arguments:
         names = _argument_names(fn, len(args))
-        treedefs, all_leaves, found, data = [], [], [], []
-        skipped: list[str] = []
-        for i, arg in enumerate(args):
-            keyed, treedef = jax.tree_util.tree_flatten_with_path(arg)
-            treedefs.append(treedef)
-            all_leaves.append(tuple(leaf for _, leaf in keyed))
-            chosen = argnums is None or i in argnums
-            for j, (path, leaf) in enumerate(keyed):
-                keys = tuple(_key(entry) for entry in path)
-                if chosen and _differentiable(leaf, explicit=argnums is not None):
-                    found.append((i, j, keys, leaf))
-                elif _differentiable(leaf, explicit=False):
-                    data.append((i, j, leaf))
-                elif chosen and np.iscomplexobj(leaf):
-                    skipped.append(names[i] + jax.tree_util.keystr(path))
+        # Keyword arguments travel as one more argument, a dict, that is never differentiated
+        # (as in jax.grad); its floating arrays are data.
+        everything = (*args, dict(kwargs or {}))
+        chosen_args = tuple(range(len(args))) if argnums is None else argnums
+        found, data, skipped, treedefs, all_leaves = _split(
+            everything, names, chosen_args, explicit=argnums is not None
+        )
+        if not found and argnums is None:
+            # Note [Python scalars]: `f(2., 3.)` is how JAX's docs call jax.grad; with no
+            # floating array anywhere, the Python floats are what there is to check.
+            found, data, skipped, treedefs, all_leaves = _split(
+                everything, names, chosen_args, explicit=True
+            )
         if not found:
             raise InputError(_nothing_to_check(names, args, argnums))
         if skipped:
@@ -84,6 +88,7 @@ class _Arguments:
         return cls(
             treedefs=tuple(treedefs),
             leaves=tuple(all_leaves),
+            n_positional=len(args),
             slots=tuple((i, j) for i, j, _, _ in found),
             paths=tuple(keys if rooted else (names[i], *keys) for i, _, keys, _ in found),
             dtypes=dtypes,
@@ -95,7 +100,10 @@ class _Arguments:
         )
 
     def rebuild(self, diff: Sequence[Any], data: Sequence[Any]) -> list[Any]:
-        """Return the arguments with the differentiated leaves and the data replaced."""
+        """Return the arguments with the differentiated leaves and the data replaced.
+
+        The last element is the dict of `fn`'s keyword arguments (see :meth:`call`).
+        """
         leaves = [list(arg_leaves) for arg_leaves in self.leaves]
         for (i, j), value in zip((*self.slots, *self.data_slots), (*diff, *data), strict=True):
             leaves[i][j] = value
@@ -103,6 +111,31 @@ class _Arguments:
             jax.tree_util.tree_unflatten(treedef, arg_leaves)
             for treedef, arg_leaves in zip(self.treedefs, leaves, strict=True)
         ]
+
+    def call(self, fn: Any, diff: Sequence[Any], data: Sequence[Any]) -> Any:
+        """Call `fn` with the differentiated leaves and the data replaced."""
+        *args, kwargs = self.rebuild(diff, data)
+        return fn(*args, **kwargs)
+
+    def key(self) -> Any:
+        """Return a hashable key of what compilation depends on: all but the moving leaves.
+
+        Two checks of the same function whose arguments have the same structure,
+        the same constants and the same differentiated and data slots compile to
+        the same program (Note [Compiled once per process]). Raises TypeError when
+        a constant cannot be hashed (a numpy integer array): such checks compile
+        their own.
+        """
+        moving = set(self.slots) | set(self.data_slots)
+        constants = tuple(
+            tuple(
+                None if (i, j) in moving else _hashable(leaf) for j, leaf in enumerate(arg_leaves)
+            )
+            for i, arg_leaves in enumerate(self.leaves)
+        )
+        key = (self.treedefs, constants, self.slots, self.data_slots, self.n_positional)
+        hash(key)
+        return key
 
     def container(self, leaves: Sequence[Any]) -> dict[Any, Any]:
         """Nest `leaves` (one per differentiated leaf) by their paths, for gradproof."""
@@ -125,6 +158,33 @@ class _Arguments:
         return out
 
 
+def _split(
+    everything: tuple[Any, ...], names: list[str], chosen: tuple[int, ...], *, explicit: bool
+) -> tuple[list[Any], list[Any], list[str], list[Any], list[tuple[Any, ...]]]:
+    """Sort every leaf: differentiated (`found`), floating data, skipped complex leaves."""
+    treedefs, all_leaves, found, data = [], [], [], []
+    skipped: list[str] = []
+    for i, arg in enumerate(everything):
+        keyed, treedef = jax.tree_util.tree_flatten_with_path(arg)
+        treedefs.append(treedef)
+        all_leaves.append(tuple(leaf for _, leaf in keyed))
+        for j, (path, leaf) in enumerate(keyed):
+            keys = tuple(_key(entry) for entry in path)
+            if i in chosen and _differentiable(leaf, explicit=explicit):
+                found.append((i, j, keys, leaf))
+            elif _differentiable(leaf, explicit=False):
+                data.append((i, j, leaf))
+            elif i in chosen and np.iscomplexobj(leaf):
+                skipped.append(names[i] + jax.tree_util.keystr(path))
+    return found, data, skipped, treedefs, all_leaves
+
+
+def _hashable(leaf: Any) -> Any:
+    """Return a constant leaf as a hashable key part, with its type (so that 1 and 1.0 differ)."""
+    hash(leaf)
+    return (type(leaf), leaf)
+
+
 def _key(entry: Any) -> Any:
     """Return a pytree path entry's key: DictKey.key, SequenceKey.idx, GetAttrKey.name."""
     for attribute in ("key", "idx", "name"):
@@ -137,7 +197,8 @@ def _differentiable(leaf: Any, *, explicit: bool) -> bool:
     if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
         return bool(jnp.issubdtype(leaf.dtype, jnp.floating))
     # A Python float is usually configuration (an epsilon, a temperature): checked only when
-    # its argument is chosen with `argnums`.
+    # its argument is chosen with `argnums`, or when there is nothing else (Note [Python
+    # scalars]).
     return explicit and isinstance(leaf, float)
 
 
