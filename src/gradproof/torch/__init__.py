@@ -1,5 +1,8 @@
 """Check PyTorch gradients: custom autograd Functions, functions of tensors, modules.
 
+:func:`gradcheck` and :func:`gradgradcheck` are drop-in replacements for
+torch's (same signatures, ``True`` or a ``GradcheckError``), with gradproof's
+verdicts and reports.
 :func:`check_function` checks the backward (and, on request, the forward-mode
 and second-order rules) of a function of tensors; :func:`check_module` checks
 the gradients of an ``nn.Module``'s parameters for a given loss. Both build a
@@ -76,6 +79,7 @@ except ImportError as error:  # pragma: no cover - the test suite runs with torc
 
 from gradproof.engine.randomness import preserved_random_state
 from gradproof.torch._convert import _random_like
+from gradproof.torch._dropin import GradcheckError, gradcheck, gradgradcheck
 from gradproof.torch._function import _Forward, _Reverse, _SecondOrder
 from gradproof.torch._module import _ModuleProblem
 from gradproof.torch._options import (
@@ -91,7 +95,15 @@ from gradproof.torch._run import _run_problem
 from gradproof.torch._structure import _check_function_structure, _check_module_structure
 from gradproof.torch._terms import _Combined, _Family
 
-__all__ = ["CHECK_OPTIONS", "JACOBIAN_MAX_ENTRIES", "check_function", "check_module"]
+__all__ = [
+    "CHECK_OPTIONS",
+    "JACOBIAN_MAX_ENTRIES",
+    "GradcheckError",
+    "check_function",
+    "check_module",
+    "gradcheck",
+    "gradgradcheck",
+]
 
 JACOBIAN_MAX_ENTRIES = 16
 """With ``jacobian="auto"``, functions with at most this many output entries get the full Jacobian.

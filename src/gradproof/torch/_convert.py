@@ -35,7 +35,21 @@ def _numpy_dtype(dtype: torch.dtype, name: str) -> type[np.floating[Any]]:
 
 
 def _to_numpy(tensor: torch.Tensor) -> Array:
-    return np.array(tensor.detach().cpu().numpy(), copy=True)
+    return np.array(_materialized(tensor).detach().cpu().numpy(), copy=True)
+
+
+def _materialized(tensor: torch.Tensor) -> torch.Tensor:
+    """A real tensor in place of a ``ZeroTensor``, which torch's own backwards return.
+
+    Note [ZeroTensor]
+        Some of torch's derivative formulas (``sgn``, ``linalg`` ops) return an
+        efficient zero, a ``ZeroTensor``: it has no storage, so ``.numpy()``
+        and in-place operations refuse it. It means zeros, so it is read as
+        zeros; it is not the user's fault.
+    """
+    if tensor._is_zerotensor():
+        return torch.zeros(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+    return tensor
 
 
 def _to_torch(array: Array, like: torch.Tensor) -> torch.Tensor:

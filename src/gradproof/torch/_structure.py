@@ -52,8 +52,14 @@ def _largest_difference(
     return _largest([a - b for a, b in zip(first, second, strict=True)], names)
 
 
-def _check_function_structure(problem: _Problem, cotangent: torch.Tensor) -> None:
-    """Repeatability, shapes, dtypes and devices, linearity at zero, grad_output left alone."""
+def _check_function_structure(
+    problem: _Problem, cotangent: torch.Tensor, *, report_nondeterminism: bool = True
+) -> None:
+    """Repeatability, shapes, dtypes and devices, linearity at zero, grad_output left alone.
+
+    The backward's nondeterminism is kept in ``problem.nondeterminism`` (and
+    noted, with `report_nondeterminism`).
+    """
     first = problem.flat(problem.forward(problem.bases))
     second = problem.flat(problem.forward(problem.bases))
     if not _same(first, second):
@@ -88,7 +94,8 @@ def _check_function_structure(problem: _Problem, cotangent: torch.Tensor) -> Non
         )
     again = problem.vjp(outputs, leaves, [p.clone() for p in pieces], retain_graph=True)
     differs = _largest_difference(grads, again, problem.names)
-    if differs is not None:
+    problem.nondeterminism = differs
+    if differs is not None and report_nondeterminism:
         problem.notes.append(
             f"The backward is not deterministic: two backward passes through the same "
             f"graph with the same cotangent differ by up to {differs[0]:.3g} (at "
