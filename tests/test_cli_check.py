@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import gradproof
 from gradproof.cli.app import app
+from gradproof.cli.check_command import Method, Mode, Precision
 from gradproof.report.json import schema_path
 
 runner = CliRunner()
@@ -898,7 +899,16 @@ def test_help_reads_like_a_command_line():
     for option in ("--eps", "--rel-step"):
         row = next(line for line in out.splitlines() if f" {option} " in line)
         assert "STEP" in row and "x>=0" not in row, row
-    assert "--grad-prefix" in out and "--precision" in out and "<auto|native>" in out
+    assert "--grad-prefix" in out and "--precision" in out
+    # Choices are named in the sentence, not as a <a|b|...> list that wraps mid-word at 100
+    # columns; every choice the option accepts is there.
+    assert not re.search(r"<\w+\|", out), out
+    narrow = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "100"}).output
+    flat = " ".join(narrow.replace("│", " ").split())
+    for option, choices in (("MODE", Mode), ("METHOD", Method), ("PRECISION", Precision)):
+        assert f" {option} " in flat, option
+        for choice in choices:
+            assert re.search(rf"\b{choice.value}\b", flat), (option, choice.value)
     group = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "<bool>" not in group.output
 
