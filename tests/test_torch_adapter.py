@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import warnings
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,11 @@ def truncated(result: CheckResult, name: str) -> bool:
     """Whether a report about `name` lists fewer wrong entries than it found."""
     return any(r.n_failed > len(r.failures) for r in result.params if input_of(r.name) == name)
 
+
+
+def _wrong_reports(result: Any) -> tuple[str, ...]:
+    """The names of the failing reports (`suspects` names their subjects)."""
+    return tuple(p.name for p in result.params if not p.passed and p.verdict.value == "fail")
 
 # -- the module itself --------------------------------------------------------------------------
 def test_import_gradproof_does_not_import_torch():
@@ -220,7 +226,10 @@ def test_the_report_is_json_ready_and_uses_the_display_names():
     case = next(c for c in CASES if c.name == "cumsum_off_by_one")
     result = check_function(case.fn, *case.make_inputs())
     data = json.loads(json.dumps(result.to_dict()))
-    assert "d output[3]/d input0" in data["suspects"]
+    assert data["suspects"] == ["input0"]  # the input, not its Jacobian rows
+    wrong_rows = {p["name"] for p in data["params"] if p["verdict"] == "fail"}
+    assert "d output[3]/d input0" in wrong_rows
+    assert {p["subject"] for p in data["params"]} == {"input0"}
     assert "gpt" not in json.dumps(data)
 
 
@@ -298,7 +307,8 @@ def test_second_order_catches_a_wrong_double_backward(monkeypatch):
     first = check_function(DoubleSoftplus.apply, randn(3))
     assert first.passed  # the first-order backward is right
     result = check_function(DoubleSoftplus.apply, randn(3), second_order=True)
-    assert result.suspects == ("input0 (2nd order)",), str(result)
+    assert _wrong_reports(result) == ("input0 (2nd order)",), str(result)
+    assert result.suspects == ("input0",)  # the subject of the report
     diagnosis = result["input0 (2nd order)"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "scale"
 
@@ -317,7 +327,10 @@ def test_second_order_fails_a_backward_that_cannot_be_differentiated():
             return 2 * x * grad_output
 
     result = check_function(Once.apply, randn(3), second_order=True)
-    assert set(result.suspects) == {"input0 (2nd order)", "cotangent of output (2nd order)"}
+    assert set(_wrong_reports(result)) == {
+        "input0 (2nd order)",
+        "cotangent of output (2nd order)",
+    }
     diagnosis = result["input0 (2nd order)"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "zero"
     assert any("`@once_differentiable`" in note for note in result.notes)
@@ -387,7 +400,7 @@ def test_a_function_that_returns_no_tensor_is_refused():
 
 
 def test_a_function_without_floating_outputs_is_refused():
-    with pytest.raises(InputError, match=r"no floating-point tensor \(output \(torch.int64\)\)"):
+    with pytest.raises(InputError, match=r"no differentiable floating-point tensor with entries \(output \(torch.int64\)\)"):
         check_function(lambda x: torch.argmax(x), randn(3))
 
 

@@ -91,7 +91,7 @@ from gradproof.torch._options import (
     _validate,
 )
 from gradproof.torch._problem import _Problem
-from gradproof.torch._run import _run_problem
+from gradproof.torch._run import _run_problem, _with_subjects
 from gradproof.torch._structure import _check_function_structure, _check_module_structure
 from gradproof.torch._terms import _Combined, _Family
 
@@ -263,6 +263,8 @@ def check_function(
     notes = [*(family.description for family in families), *problem.notes]
     combined = _Combined(families)
     result = _run_problem(combined, vmap=vmap, seed=seed, options=checked, notes=notes)
+    pairs = full and len(problem.outputs.names) > 1
+    result = _with_subjects(result, combined.subjects, "(output, input) pair" if pairs else "input")
     notes.append(
         f"`fn` ran {problem.n_forward} times forward and its backward {problem.n_backward} "
         f"times ({result.n_evals} loss evaluations; points already evaluated are reused)."

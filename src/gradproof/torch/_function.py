@@ -111,7 +111,7 @@ class _Reverse(_Family):
                 "Reverse mode (VJP): the gradient of `fn`"
                 if size == 1
                 else f"Reverse mode (VJP): the full Jacobian, one output entry at a time ({size} "
-                f"entries): `d output[i]{slash}d x` is the gradient of output entry i"
+                f"entries): `d {problem.stem}[i]{slash}d x` is the gradient of output entry i"
             ) + ", computed by the backward with unit cotangents."
             return reverse
         if per_output and several:

@@ -215,8 +215,6 @@ def _with_subjects(
     (output, input) pair, it is about) and its section (``""`` for the main,
     reverse-mode check); the headline then counts `noun`s, not reports.
     """
-    if "subject" not in {f.name for f in dataclasses.fields(result.params[0])}:  # TEMP
-        return result
     params = tuple(
         dataclasses.replace(p, subject=subjects[p.name][0], section=subjects[p.name][1])
         if p.name in subjects
