@@ -51,7 +51,17 @@ def _shown_vector(vector: torch.Tensor) -> str:
 
 
 class _Reverse(_Family):
-    """``<u_t, fn(x)>`` for cotangents ``u_t``: random ones, or the Jacobian's unit rows."""
+    """``<u_t, fn(x)>`` for cotangents ``u_t``: random ones, or the Jacobian's unit rows.
+
+    Note [One output at a time]
+        A term whose cotangent covers one output (a Jacobian row, or a
+        per-output random cotangent) runs the backward of that output alone:
+        the others get no gradient at all (undefined), not zeros. That is
+        how autograd calls a backward when the other outputs do not reach the
+        loss, and how gradcheck builds its analytical Jacobian; a backward
+        that mishandles it (``native_group_norm``'s drops the gradient of its
+        mean when the normalised output's is undefined) is caught here.
+    """
 
     def __init__(
         self,
@@ -61,6 +71,8 @@ class _Reverse(_Family):
     ) -> None:
         self.problem = problem
         self.cotangents = cotangents  # (terms, output entries), float64; None: the unit rows
+        # Per term, the one output its cotangent covers (empty: all outputs at once).
+        self.output_of: list[int] = []
         self.cache: OrderedDict[bytes, Array] = OrderedDict()
         self.batched_fn: Callable[..., torch.Tensor] | None = None
         base = problem.base_arrays()
@@ -107,6 +119,7 @@ class _Reverse(_Family):
                     for entry in _Outputs.entries(name, shape)
                 ]
             reverse = cls(problem, None, labels)
+            reverse.output_of = [k for k, n in enumerate(outputs.sizes) for _ in range(n)]
             reverse.description = (
                 "Reverse mode (VJP): the gradient of `fn`"
                 if size == 1
@@ -128,6 +141,7 @@ class _Reverse(_Family):
                         (f"d <u, {name}>{slash}d {{input}}{suffix}", f"d {name}{slash}d {{input}}")
                     )
             reverse = cls(problem, torch.stack(rows), labels)
+            reverse.output_of = [k for k in range(len(outputs.names)) for _ in draws]
             first = draws[0]
         else:
             labels = [("{input}", "{input}")] + [
@@ -224,7 +238,11 @@ class _Reverse(_Family):
         for t, blocks in enumerate(self.aliases):
             # Copies: a backward that overwrites its grad_output must not change the cotangents.
             cotangent = [c.clone() for c in self.problem.split(self._cotangent(t))]
-            vjp = self.problem.vjp(outputs, leaves, cotangent, retain_graph=True)
+            k = self.output_of[t] if self.output_of else None
+            if k is None:
+                vjp = self.problem.vjp(outputs, leaves, cotangent, retain_graph=True)
+            else:  # Note [One output at a time]
+                vjp = self.problem.vjp([outputs[k]], leaves, [cotangent[k]], retain_graph=True)
             grads.update({alias: _to_numpy(g) for alias, g in zip(blocks, vjp, strict=True)})
         return grads
 

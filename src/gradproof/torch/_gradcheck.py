@@ -54,6 +54,11 @@ TORCH_ATOL = 1e-5
 """torch's default ``atol``: when given, gradproof's own tolerance applies."""
 TORCH_RTOL = 1e-3
 """torch's default ``rtol``: when given, gradproof's own tolerance applies."""
+ATOL_FLOOR = 1e-12
+"""The absolute tolerance under torch's default atol and rtol.
+
+See Note [gradcheck's eps, atol and rtol].
+"""
 JACOBIAN_ROWS = 16
 """Up to this many output entries, slow mode checks the Jacobian row by row."""
 VMAP_ENTRIES = 64
@@ -105,9 +110,18 @@ class _Flags:
             torch's defaults (eps=1e-6, atol=1e-5, rtol=1e-3) are ignored:
             gradproof picks a step by dtype and judges each entry against
             ``rtol·|numeric| + atol + e``, with ``e`` the finite difference's
-            own error bar (rtol 1e-5 in float64). Values other than the
-            defaults are the caller's: `eps` becomes the absolute step, and
-            `atol`/`rtol` replace gradproof's (the error bar is still added).
+            own error bar (rtol 1e-5 in float64) and ``atol`` =
+            :data:`ATOL_FLOOR`. Values other than the defaults are the
+            caller's: `eps` becomes the absolute step, and `atol`/`rtol`
+            replace gradproof's (the error bar is still added).
+
+            The floor is for outputs that are exactly constant near the point
+            (a layer norm over one element is 0 for every input): their finite
+            difference is exactly 0 with no error bar, while the backward
+            computes ``(x - mean(x)) * rstd``, whose rounding leaves 1e-13.
+            gradproof's error bar measures the finite difference, not the
+            backward's rounding; the floor, 10⁷ times below torch's atol, stands
+            in for it.
         """
         options: dict[str, float] = {}
         if self.eps != TORCH_EPS:
@@ -115,6 +129,8 @@ class _Flags:
         if (self.atol, self.rtol) != (TORCH_ATOL, TORCH_RTOL):
             options["atol"] = self.atol
             options["rtol"] = self.rtol
+        else:
+            options["atol"] = ATOL_FLOOR
         return options
 
 
