@@ -52,7 +52,7 @@ def _undefined_grad_failure(problem: _Problem) -> str | None:
             grads = torch.autograd.grad(
                 marked, leaves, [torch.zeros_like(o) for o in marked], allow_unused=True
             )
-        except RuntimeError as exc:
+        except Exception as exc:  # a Python backward fails on None with TypeError
             return (
                 f"The backward fails when {which} is undefined: it raised "
                 f"{_describe_error(exc)}. Autograd passes None (an undefined gradient) for "
