@@ -191,10 +191,10 @@ class OnesWhenUndefined(torch.autograd.Function):
 
 def test_undefined_output_gradients_are_checked() -> None:
     x = randn(3)
-    with pytest.raises(GradcheckError, match=r"fails when every output.s gradient is undefined.*TypeError"):
+    with pytest.raises(GradcheckError, match=r"fails when every output.s gradient is undefined"):
         gradcheck(TwoOutputs.apply, (x,))
-    with pytest.raises(TorchGradcheckError):
-        torch.autograd.gradcheck(TwoOutputs.apply, (x,))  # torch agrees
+    with pytest.raises(TypeError):  # torch's own Jacobian computation trips over it
+        torch.autograd.gradcheck(TwoOutputs.apply, (x,))
     with pytest.raises(GradcheckError, match=r"returned a nonzero gradient"):
         gradcheck(OnesWhenUndefined.apply, (x,))
     assert gradcheck(OnesWhenUndefined.apply, (x,), check_undefined_grad=False)
