@@ -104,8 +104,13 @@ def grad_ops(names: list[str] | None = None) -> list[Any]:
     ]
     if names:
         wanted = set(names)
-        ops = [op for op in ops if op.name in wanted or f"{op.name}.{op.variant_test_name}" in wanted]
+        ops = [op for op in ops if full_name(op) in wanted]
     return ops
+
+
+def full_name(op: Any) -> str:
+    """The op's name with its variant: ``softmax.with_dtype``."""
+    return op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
 
 
 def _requires_grad(x: Any) -> bool:
@@ -131,7 +136,7 @@ def samples_of(op: Any, limit: int | None = None) -> Iterator[Sample]:
         if not inputs:
             continue
         yield Sample(
-            op=op.name + (f".{op.variant_test_name}" if op.variant_test_name else ""),
+            op=full_name(op),
             index=index,
             fn=_recomposed(op, variant, sample),
             inputs=inputs,
