@@ -54,8 +54,8 @@ from torch.autograd.gradcheck import GradcheckError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import gradproof.torch as gradproof_torch  # noqa: E402
-from gradproof.torch._prepare import _argument_names  # noqa: E402
+import gradproof.torch as gradproof_torch
+from gradproof.torch._prepare import _argument_names
 
 SMALL = 10
 """Samples with fewer input entries than this are 'small' (the timing goal is 1.5x there)."""
@@ -73,10 +73,12 @@ class Sample:
 
     @property
     def label(self) -> str:
+        """The op and the sample's index: ``sin#3``."""
         return f"{self.op}#{self.index}"
 
     @property
     def n_entries(self) -> int:
+        """Entries of the checked inputs."""
         return sum(t.numel() for t in self.inputs)
 
 
@@ -93,7 +95,7 @@ class Outcome:
 
 # -- building the samples as PyTorch's tests do ---------------------------------------------------
 def grad_ops(names: list[str] | None = None) -> list[Any]:
-    """The OpInfos with autograd in float64 on the CPU (those named, when `names` is given)."""
+    """Return the OpInfos with autograd in float64 on the CPU (those named, if given)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from torch.testing._internal.common_methods_invocations import op_db
@@ -109,7 +111,7 @@ def grad_ops(names: list[str] | None = None) -> list[Any]:
 
 
 def full_name(op: Any) -> str:
-    """The op's name with its variant: ``softmax.with_dtype``."""
+    """Return the op's name with its variant: ``softmax.with_dtype``."""
     return op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
 
 
@@ -118,11 +120,13 @@ def _requires_grad(x: Any) -> bool:
 
 
 def _is_tensor_list(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, torch.Tensor) for t in x)
+    return (
+        isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, torch.Tensor) for t in x)
+    )
 
 
 def samples_of(op: Any, limit: int | None = None) -> Iterator[Sample]:
-    """The op's float64 CPU samples, each as the function PyTorch's ``_check_helper`` builds."""
+    """Yield the op's float64 CPU samples, as PyTorch's ``_check_helper`` builds them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = list(op.sample_inputs("cpu", torch.float64, requires_grad=True))
@@ -227,12 +231,13 @@ def run_one(check: Callable[..., bool], sample: Sample, limit: float, **flags: A
 
 
 def first_line(text: str, width: int = 150) -> str:
+    """Return the first line of `text`, cut to `width` characters."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def cause(outcome: Outcome) -> str:
-    """An error's cause, with numbers and quoted names masked so that like errors group."""
+    """Name an error's cause, with numbers masked so that like errors group."""
     error = outcome.error
     if error is not None and error.__cause__ is not None:
         error = error.__cause__
@@ -243,12 +248,15 @@ def cause(outcome: Outcome) -> str:
 # -- the side-by-side pass ------------------------------------------------------------------------
 @dataclasses.dataclass
 class Comparison:
+    """Both checkers' outcomes on one sample."""
+
     sample: Sample
     torch: Outcome
     gradproof: Outcome
 
 
 def compare(samples: list[Sample], limit: float, progress: bool = True) -> list[Comparison]:
+    """Run gradcheck, then gradproof, on every sample."""
     rows = []
     for i, sample in enumerate(samples):
         torch_outcome = run_one(torch.autograd.gradcheck, sample, limit)
@@ -260,21 +268,15 @@ def compare(samples: list[Sample], limit: float, progress: bool = True) -> list[
 
 
 def summarize(rows: list[Comparison]) -> dict[str, Any]:
-    """Counts, disagreements, errors by cause and time ratios, as a dict (the test reads it)."""
+    """Count agreements, disagreements, errors by cause and time ratios (a dict for the test)."""
     handled = [r for r in rows if r.torch.status in ("pass", "fail")]
     agree = [r for r in handled if r.torch.status == r.gradproof.status]
     false_alarms = [r for r in handled if r.torch.status == "pass" and r.gradproof.status == "fail"]
     missed = [r for r in handled if r.torch.status == "fail" and r.gradproof.status == "pass"]
     our_errors = [r for r in handled if r.gradproof.status in ("error", "timeout")]
-    timed = [
-        r
-        for r in handled
-        if r.gradproof.status in ("pass", "fail") and r.torch.seconds > 0
-    ]
+    timed = [r for r in handled if r.gradproof.status in ("pass", "fail") and r.torch.seconds > 0]
     ratios = [r.gradproof.seconds / r.torch.seconds for r in timed]
-    small = [
-        r.gradproof.seconds / r.torch.seconds for r in timed if r.sample.n_entries < SMALL
-    ]
+    small = [r.gradproof.seconds / r.torch.seconds for r in timed if r.sample.n_entries < SMALL]
     return {
         "samples": len(rows),
         "handled": len(handled),
@@ -299,6 +301,7 @@ def summarize(rows: list[Comparison]) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    """Print what :func:`summarize` found."""
     print(f"Samples: {summary['samples']} ({summary['handled']} that gradcheck handles)")
     print(
         f"Agreements: {summary['agree']} of {summary['handled']} "
@@ -310,7 +313,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"gradproof passes where gradcheck fails: {len(summary['missed'])}")
     for row in summary["missed"]:
         print(f"  - {row.sample.label}: gradcheck: {first_line(row.torch.message)}")
-    print(f"gradproof errors or timeouts on samples gradcheck handles: {len(summary['error_rows'])}")
+    print(
+        f"gradproof errors or timeouts on samples gradcheck handles: {len(summary['error_rows'])}"
+    )
     for text, count in summary["errors"].most_common():
         print(f"  - {count} × {text}")
     for row in summary["error_rows"][:20]:
@@ -335,7 +340,7 @@ BUGS = ("scale", "entry", "sign", "swap")
 
 
 def _planted(kind: str, count: int) -> Any:
-    """An identity Function of `count` tensors whose backward carries the bug `kind`."""
+    """Make an identity Function of `count` tensors whose backward carries the bug `kind`."""
 
     class Planted(torch.autograd.Function):
         @staticmethod
@@ -359,7 +364,7 @@ def _planted(kind: str, count: int) -> Any:
 
 
 def plant(sample: Sample, kind: str) -> tuple[Sample, set[int]] | None:
-    """The sample with a bug in the backward of its first input (two for 'swap')."""
+    """Plant a bug in the backward of the sample's first input (two for 'swap')."""
     if kind == "swap":
         shapes = [tuple(t.shape) for t in sample.inputs]
         pair = next(
@@ -398,8 +403,11 @@ def _moves(sample: Sample, targets: list[int]) -> bool:
     """Whether the VJP of the targets along a random cotangent is nonzero at the sample."""
     leaves = [t.detach().clone().requires_grad_(True) for t in sample.inputs]
     outputs = sample.fn(*leaves)
-    outputs = [o for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))
-               if isinstance(o, torch.Tensor) and o.requires_grad]
+    outputs = [
+        o
+        for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))
+        if isinstance(o, torch.Tensor) and o.requires_grad
+    ]
     if not outputs:
         return False
     generator = torch.Generator().manual_seed(0)
@@ -475,6 +483,7 @@ def planted_pass(
 
 
 def print_planted(counts: dict[str, Counter[str]], misses: list[str]) -> None:
+    """Print what :func:`planted_pass` found."""
     print("Planted bugs: planted / gradcheck caught / gradproof caught / localised exactly")
     for kind, count in counts.items():
         print(
@@ -485,13 +494,18 @@ def print_planted(counts: dict[str, Counter[str]], misses: list[str]) -> None:
                 if count["only gradcheck caught"]
                 else ""
             )
-            + (f"  (gradproof errors {count['gradproof errors']})" if count["gradproof errors"] else "")
+            + (
+                f"  (gradproof errors {count['gradproof errors']})"
+                if count["gradproof errors"]
+                else ""
+            )
         )
     for line in misses:
         print(f"  - not caught or not localised: {line}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the side-by-side pass and the planted-bug pass on the ops chosen."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=None, help="the first N ops only")
     parser.add_argument("--every", type=int, default=1, help="every k-th op only")

@@ -10,8 +10,8 @@ import re
 import subprocess
 import sys
 import warnings
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,10 +71,10 @@ def truncated(result: CheckResult, name: str) -> bool:
     return any(r.n_failed > len(r.failures) for r in result.params if input_of(r.name) == name)
 
 
-
 def _wrong_reports(result: Any) -> tuple[str, ...]:
     """The names of the failing reports (`suspects` names their subjects)."""
     return tuple(p.name for p in result.params if not p.passed and p.verdict.value == "fail")
+
 
 # -- the module itself --------------------------------------------------------------------------
 def test_import_gradproof_does_not_import_torch():
@@ -400,7 +400,10 @@ def test_a_function_that_returns_no_tensor_is_refused():
 
 
 def test_a_function_without_floating_outputs_is_refused():
-    with pytest.raises(InputError, match=r"no differentiable floating-point tensor with entries \(output \(torch.int64\)\)"):
+    with pytest.raises(
+        InputError,
+        match=r"no differentiable floating-point tensor with entries \(output \(torch.int64\)\)",
+    ):
         check_function(lambda x: torch.argmax(x), randn(3))
 
 

@@ -18,7 +18,7 @@ from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError  # no
 from gradproof.errors import GradproofWarning, InputError  # noqa: E402
 from gradproof.torch import GradcheckError, check_function, gradcheck, gradgradcheck  # noqa: E402
 from gradproof.torch._prepare import _argument_names  # noqa: E402
-from tests.torch_functions import CASES, XSinY, Case  # noqa: E402
+from tests.torch_functions import CASES, Case, XSinY  # noqa: E402
 
 F64 = torch.float64
 
@@ -387,6 +387,9 @@ def test_gradgradcheck() -> None:
 
 def test_gradgradcheck_leaves_forward_over_reverse_to_torch() -> None:
     assert gradgradcheck(
-        torch.tanh, (randn(3),), check_fwd_over_rev=True, check_rev_over_rev=False,
+        torch.tanh,
+        (randn(3),),
+        check_fwd_over_rev=True,
+        check_rev_over_rev=False,
         check_undefined_grad=False,
     )

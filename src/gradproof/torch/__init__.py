@@ -227,8 +227,10 @@ def check_function(
     ...         return grad_output * 2 * x**2  # bug: 3 * x**2
     >>> x = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
     >>> result = check_function(Cube.apply, x)
-    >>> result.suspects
-    ('d output[0]/d input0', 'd output[1]/d input0')
+    >>> result.suspects  # the input whose gradient is wrong
+    ('input0',)
+    >>> [p.name for p in result.params if not p.passed]  # its wrong Jacobian rows
+    ['d output[0]/d input0', 'd output[1]/d input0']
     >>> result["d output[1]/d input0"].failures[0].name
     'd output[1]/d input0[1]'
     >>> check_function(Cube.apply, x, jacobian="random")["input0"].diagnosis.summary

@@ -39,7 +39,7 @@ def _undefined_grad_failure(problem: _Problem) -> str | None:
         with torch.enable_grad():
             outputs = problem.forward(leaves)
             marked = [
-                torch._C._functions.UndefinedGrad()(o) if k in undefined else o
+                _undefined(o) if k in undefined else o
                 for k, o in enumerate(outputs)
             ]
         which = (
@@ -72,8 +72,14 @@ def _undefined_grad_failure(problem: _Problem) -> str | None:
     return None
 
 
+def _undefined(output: torch.Tensor) -> torch.Tensor:
+    """Pass `output` through, with the gradient flowing back into it made undefined."""
+    marked = torch._C._functions.UndefinedGrad()(output)
+    return marked[0] if isinstance(marked, list) else marked
+
+
 def _nondeterminism_failure(problem: _Problem, nondet_tol: float) -> str | None:
-    """gradcheck's reentrancy check: two backward passes must agree within `nondet_tol`."""
+    """Gradcheck's reentrancy check: two backward passes must agree within `nondet_tol`."""
     differs = problem.nondeterminism
     if differs is None or differs[0] <= nondet_tol:
         return None
@@ -87,7 +93,7 @@ def _nondeterminism_failure(problem: _Problem, nondet_tol: float) -> str | None:
 
 
 def _batched_grad_failure(problem: _Problem, rng: np.random.Generator) -> str | None:
-    """The backward run on a batch of cotangents (vmap) must equal it run on each one."""
+    """Compare the backward on a batch of cotangents (vmap) with it on each one."""
     leaves = problem.leaves()
     with torch.enable_grad():
         outputs = problem.forward(leaves)
@@ -127,4 +133,3 @@ def _batched_grad_failure(problem: _Problem, rng: np.random.Generator) -> str | 
                     "`check_batched_grad=False` to skip this check."
                 )
     return None
-

@@ -39,7 +39,7 @@ def _to_numpy(tensor: torch.Tensor) -> Array:
 
 
 def _materialized(tensor: torch.Tensor) -> torch.Tensor:
-    """A real tensor in place of a ``ZeroTensor``, which torch's own backwards return.
+    """Replace a ``ZeroTensor``, which torch's own backwards return, by real zeros.
 
     Note [ZeroTensor]
         Some of torch's derivative formulas (``sgn``, ``linalg`` ops) return an

@@ -43,7 +43,7 @@ _SHOWN_ENTRIES = 8
 
 
 def _shown_vector(vector: torch.Tensor) -> str:
-    """A random cotangent in a note: its first entries, so that the values can be recomputed."""
+    """Show a random cotangent's first entries in a note, so that values can be recomputed."""
     values = vector.tolist()
     shown = ", ".join(f"{v:.4g}" for v in values[:_SHOWN_ENTRIES])
     more = f", … ({len(values)} entries, flattened in row-major order)" if len(values) > 8 else ""
@@ -100,7 +100,7 @@ class _Reverse(_Family):
         per_output: bool = False,
         spaced: bool = False,
     ) -> _Reverse:
-        """The reverse-mode terms: the Jacobian's rows (`full`) or random cotangents.
+        """Build the reverse-mode terms: the Jacobian's rows (`full`) or random cotangents.
 
         `per_output`: with several outputs, one random cotangent per output (so each
         (output, input) pair gets its own verdict) rather than one over all of them.
@@ -449,7 +449,7 @@ class _SecondOrder(_Family):
         cotangent: Sequence[torch.Tensor] | None = None,
         non_contiguous: bool = False,
     ) -> _SecondOrder:
-        """The second-order term; `cotangent` (one per output) is drawn when not given.
+        """Build the second-order term; `cotangent` (one per output) is drawn when not given.
 
         `non_contiguous`: hand the backward non-contiguous cotangents
         (gradgradcheck's ``gen_non_contig_grad_outputs``).
@@ -490,7 +490,7 @@ class _SecondOrder(_Family):
         return [self._value(point) for _, point in requests]
 
     def _laid_out(self, cotangent: torch.Tensor) -> torch.Tensor:
-        """The cotangent as the backward gets it: a non-contiguous view when asked for."""
+        """Lay the cotangent out as the backward gets it: non-contiguous when asked for."""
         if not self.non_contiguous or cotangent.numel() < 2:
             return cotangent
         # Every other entry of a tensor twice as long: same values, strides that skip.

@@ -33,7 +33,7 @@ from torch.autograd.gradcheck import GradcheckError as _TorchGradcheckError
 
 from gradproof._words import counted
 from gradproof.errors import GradproofWarning, InputError
-from gradproof.results import CheckResult, ParamReport, Verdict
+from gradproof.results import CheckResult, Verdict
 from gradproof.torch._conformance import (
     _batched_grad_failure,
     _nondeterminism_failure,
@@ -104,7 +104,7 @@ class _Flags:
     function: str
 
     def options(self) -> dict[str, float]:
-        """The explicit step and tolerances, as :func:`gradproof.check` options.
+        """Return the explicit step and tolerances as :func:`gradproof.check` options.
 
         Note [gradcheck's eps, atol and rtol]
             torch's defaults (eps=1e-6, atol=1e-5, rtol=1e-3) are ignored:
@@ -151,7 +151,7 @@ def _run_gradcheck(
     grad_outputs: Sequence[torch.Tensor] | None = None,
     non_contiguous: bool = False,
 ) -> bool:
-    """The shared body of :func:`gradcheck` and :func:`gradgradcheck`."""
+    """Run the shared body of :func:`gradcheck` and :func:`gradgradcheck`."""
     started = time.perf_counter()
     if not callable(func):
         raise InputError(
@@ -164,7 +164,12 @@ def _run_gradcheck(
     checked = _check_options(flags.options(), flags.function)
     try:
         problem = _Problem.build(
-            prepared.fn, tuple(prepared.inputs), precision="auto", seed=None, names=names, stem="out"
+            prepared.fn,
+            tuple(prepared.inputs),
+            precision="auto",
+            seed=None,
+            names=names,
+            stem="out",
         )
     except _NothingToCheckError:
         return True  # every differentiable input or output is empty: nothing can be wrong
@@ -187,7 +192,11 @@ def _run_gradcheck(
     if failure is not None:
         return _fail(flags, failure, None)
     families = _families(
-        problem, flags, rng, second_order=second_order, grad_outputs=grad_outputs,
+        problem,
+        flags,
+        rng,
+        second_order=second_order,
+        grad_outputs=grad_outputs,
         non_contiguous=non_contiguous,
     )
     combined = _Combined(families)
@@ -214,13 +223,11 @@ def _families(
     grad_outputs: Sequence[torch.Tensor] | None,
     non_contiguous: bool,
 ) -> list[_Family]:
-    """What is checked: the Jacobian (rows or random cotangents), forward mode, second order."""
+    """Choose what is checked: the Jacobian (rows or cotangents), forward mode, second order."""
     if second_order:
         cotangent = None if grad_outputs is None else _cotangents(problem, grad_outputs)
         return [
-            _SecondOrder.build(
-                problem, rng=rng, cotangent=cotangent, non_contiguous=non_contiguous
-            )
+            _SecondOrder.build(problem, rng=rng, cotangent=cotangent, non_contiguous=non_contiguous)
         ]
     full = not flags.fast_mode and problem.outputs.size <= JACOBIAN_ROWS
     families: list[_Family] = []
@@ -236,10 +243,12 @@ def _families(
 
 
 def _cotangents(problem: _Problem, grad_outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """The caller's `grad_outputs`, one per checked output (empty outputs' are dropped)."""
-    given = [g for g in grad_outputs if g.numel() > 0] if len(grad_outputs) != len(
-        problem.outputs.names
-    ) else list(grad_outputs)
+    """Match the caller's `grad_outputs` to the checked outputs (empty ones dropped)."""
+    given = (
+        [g for g in grad_outputs if g.numel() > 0]
+        if len(grad_outputs) != len(problem.outputs.names)
+        else list(grad_outputs)
+    )
     shapes = [tuple(g.shape) for g in given]
     if shapes != [tuple(s) for s in problem.outputs.shapes]:
         raise InputError(
@@ -260,7 +269,7 @@ def _fail(flags: _Flags, message: str, result: CheckResult | None) -> bool:
 
 
 def _verdict(flags: _Flags, result: CheckResult) -> bool:
-    """True, False or GradcheckError from a result (Note [A drop-in gradcheck])."""
+    """Return True or False, or raise GradcheckError (Note [A drop-in gradcheck])."""
     if result.verdict is Verdict.FAIL:
         return _fail(flags, f"{_summary(result)}\n\n{result}", result)
     unjudged = [e for p in result.params for e in p.inconclusive_entries]
@@ -278,7 +287,9 @@ def _verdict(flags: _Flags, result: CheckResult) -> bool:
             "not finite nearby), so no finite difference can confirm or refute the backward."
         )
         if flags.strict:
-            return _fail(flags, f"{message} (`strict=True` makes them failures.)\n\n{result}", result)
+            return _fail(
+                flags, f"{message} (`strict=True` makes them failures.)\n\n{result}", result
+            )
         warnings.warn(
             f"{message} Checked anyway as passing; pass `strict=True` to fail on them.",
             GradproofWarning,
@@ -288,29 +299,14 @@ def _verdict(flags: _Flags, result: CheckResult) -> bool:
 
 
 def _summary(result: CheckResult) -> str:
-    """One line: which inputs (or pairs) have wrong gradients, and the worst entry."""
+    """Say in one line which inputs (or pairs) have wrong gradients, and the worst entry."""
     failing = [p for p in result.params if p.verdict is Verdict.FAIL]
-    subjects: list[str] = []
-    for report in failing:
-        subject = _subject(report)
-        if subject not in subjects:
-            subjects.append(subject)
     worst = max(failing, key=lambda p: p.error_ratio)
     entry = worst.worst
     where = ""
     if entry is not None:
-        where = (
-            f"; worst entry {entry.name}: analytic {entry.analytic:.6g}, numeric "
-            f"{entry.numeric:.6g}"
-        )
-    section = getattr(worst, "section", "")
-    kind = f"{section}: " if section else ""
-    return (
-        f"gradproof: {kind}wrong gradient for {', '.join(f'`{s}`' for s in subjects)} "
-        f"({counted(sum(p.n_failed for p in failing), 'entry', 'entries')} wrong{where})."
-    )
-
-
-def _subject(report: ParamReport) -> str:
-    subject: str = getattr(report, "subject", "") or report.name
-    return subject
+        where = f"; worst {entry.name}: {entry.analytic:.6g} vs numeric {entry.numeric:.6g}"
+    kind = f"{worst.section}: " if worst.section else ""
+    wrong = ", ".join(f"`{s}`" for s in result.suspects)
+    count = counted(sum(p.n_failed for p in failing), "entry", "entries")
+    return f"gradproof: {kind}wrong gradient for {wrong}: {count}{where}."

@@ -152,7 +152,7 @@ def _complexifier(
 def _densified(
     value: torch.Tensor, name: str, masked: bool
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """A dense leaf for a sparse input, and how to rebuild the sparse tensor from it."""
+    """Make a dense leaf for a sparse input, and say how to rebuild the sparse tensor."""
     sparse = value.detach()
     if sparse.dense_dim() or (sparse.layout == torch.sparse_csr and sparse.dim() != 2):
         raise InputError(

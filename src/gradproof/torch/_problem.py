@@ -17,9 +17,9 @@ from gradproof.torch._convert import (
     _backward_error,
     _describe_error,
     _is_low_float,
+    _materialized,
     _numpy_dtype,
     _to_numpy,
-    _materialized,
     _to_torch,
 )
 from gradproof.tree import format_index
@@ -186,7 +186,7 @@ class _Problem:
         return device
 
     def base_arrays(self) -> list[Array]:
-        """The checked inputs as arrays; entries that cannot move (Note [Frozen entries]) are 0."""
+        """Return the checked inputs as arrays, frozen entries (Note [Frozen entries]) as 0."""
         arrays = [_to_numpy(t) for t in self.bases]
         for array, mask in zip(arrays, self.frozen, strict=True):
             if mask is not None:
@@ -438,7 +438,7 @@ class _Problem:
 
     @staticmethod
     def _unfrozen(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """A gradient read as 0 at the frozen entries (Note [Frozen entries])."""
+        """Read a gradient as 0 at the frozen entries (Note [Frozen entries])."""
         if mask is None or grad.shape != mask.shape:
             return grad
         return grad.masked_fill(mask, 0)
