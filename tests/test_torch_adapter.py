@@ -470,10 +470,29 @@ def test_a_function_that_refuses_float64_is_checked_in_its_own_dtype():
 
 # -- batching through vmap ------------------------------------------------------------------------
 def test_vmap_batches_functions_that_support_it():
-    result = check_function(XSinY.apply, randn(20), randn(20, seed=1), batch_size=16)
+    result = check_function(XSinY.apply, randn(20), randn(20, seed=1), batch_size=16, vmap=True)
     assert result.passed, str(result)
     assert "batches of 16" in result.engine
     assert any("batches through torch.func.vmap" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("per_point", [0.1, 1.0], ids=["pays", "does-not-pay"])
+def test_vmap_is_used_by_default_only_where_batching_pays(monkeypatch, per_point):
+    from gradproof.torch import _function
+
+    # A single call costs 1; a batch of n points costs n * per_point (Note [Batching must pay]).
+    monkeypatch.setattr(
+        _function,
+        "_timed",
+        lambda run: (
+            per_point * _function._TRIAL_BATCH if "_project_batch" in run.__code__.co_names else 1.0
+        ),
+    )
+    result = check_function(XSinY.apply, randn(20), randn(20, seed=1), batch_size=16)
+    assert result.passed, str(result)
+    assert ("batches of 16" in result.engine) is (per_point < 0.5)
+    if per_point >= 0.5:
+        assert any("batching does not pay" in note for note in result.notes), result.notes
 
 
 def test_vmap_falls_back_for_functions_that_do_not_support_it():
@@ -493,7 +512,7 @@ def test_vmap_falls_back_for_functions_that_do_not_support_it():
 
 def test_batched_and_unbatched_checks_agree():
     x, y = randn(6, seed=3), randn(6, seed=4)
-    batched = check_function(XSinY.apply, x, y, jacobian="random")
+    batched = check_function(XSinY.apply, x, y, jacobian="random", vmap=True)
     single = check_function(XSinY.apply, x, y, jacobian="random", vmap=False)
     assert "batches" in batched.engine and "batches" not in single.engine
     for a, b in zip(batched.params, single.params, strict=True):

@@ -160,8 +160,9 @@ def check_function(
         computed with ``create_graph=True`` (what ``gradgradcheck`` checks).
     vmap : bool, optional
         Evaluate the finite differences in batches through ``torch.func.vmap``
-        (`batch_size` points per call). By default when `fn` supports it,
-        which is tried once at the point; ``True`` requires it.
+        (`batch_size` points per call). By default when `fn` supports it and
+        a batch is at least twice as fast per point as a single call, which
+        is tried once at the point; ``True`` requires it.
     precision : {"auto", "native"}
         ``"auto"`` (default): float16 and float32 tensors are checked through
         float64 copies when `fn` computes in float64 (a note says so), with
@@ -253,9 +254,9 @@ def check_function(
         jacobian == "auto" and problem.outputs.size <= JACOBIAN_MAX_ENTRIES
     )
     _check_function_structure(problem, _random_like(rng, (problem.outputs.size,), problem.device))
-    families: list[_Family] = [
-        _Reverse.build(problem, full=full, n_cotangents=n_cotangents, rng=rng)
-    ]
+    reverse = _Reverse.build(problem, full=full, n_cotangents=n_cotangents, rng=rng)
+    reverse.auto_vmap = vmap is None
+    families: list[_Family] = [reverse]
     if forward is None:
         forward = _defines_jvp(fn)
     if forward:

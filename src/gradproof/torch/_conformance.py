@@ -38,10 +38,7 @@ def _undefined_grad_failure(problem: _Problem) -> str | None:
     for undefined in undefined_sets:
         with torch.enable_grad():
             outputs = problem.forward(leaves)
-            marked = [
-                _undefined(o) if k in undefined else o
-                for k, o in enumerate(outputs)
-            ]
+            marked = [_undefined(o) if k in undefined else o for k, o in enumerate(outputs)]
         which = (
             "every output's gradient"
             if len(undefined) == len(names)

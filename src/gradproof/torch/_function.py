@@ -7,6 +7,7 @@ tensors] in the docstring of :mod:`gradproof.torch`).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -38,6 +39,9 @@ _make_dual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = forward_ad.ma
 _unpack_dual: Callable[[torch.Tensor], Any] = forward_ad.unpack_dual
 
 
+_TRIAL_BATCH = 8
+"""Points in the batch timed against single calls (Note [Batching must pay])."""
+
 _SHOWN_ENTRIES = 8
 """Entries of a random cotangent a note shows."""
 
@@ -48,6 +52,12 @@ def _shown_vector(vector: torch.Tensor) -> str:
     shown = ", ".join(f"{v:.4g}" for v in values[:_SHOWN_ENTRIES])
     more = f", … ({len(values)} entries, flattened in row-major order)" if len(values) > 8 else ""
     return f"[{shown}{more}]"
+
+
+def _timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
 
 
 class _Reverse(_Family):
@@ -73,6 +83,8 @@ class _Reverse(_Family):
         self.cotangents = cotangents  # (terms, output entries), float64; None: the unit rows
         # Per term, the one output its cotangent covers (empty: all outputs at once).
         self.output_of: list[int] = []
+        # vmap left to the adapter: batch only where it pays (Note [Batching must pay]).
+        self.auto_vmap = True
         self.cache: OrderedDict[bytes, Array] = OrderedDict()
         self.batched_fn: Callable[..., torch.Tensor] | None = None
         base = problem.base_arrays()
@@ -225,11 +237,32 @@ class _Reverse(_Family):
                 _require_close(
                     np.stack(self._project_batch([base, base])), np.array([self.base_values] * 2)
                 )
+                if self.auto_vmap:
+                    self._require_faster(base)
             except Exception:
                 self.batched_fn = None
                 raise
 
         return trial
+
+    def _require_faster(self, base: list[Array]) -> None:
+        """Refuse batching where a batch costs more per point than single calls.
+
+        Note [Batching must pay]
+            vmap turns the function's operations into batched ones, which are
+            not always faster: on the CPU, ``torch.bmm`` of 64 float64 10×10
+            matrices takes about 25 times as long as 64 calls of ``torch.mm``.
+            One batch of :data:`_TRIAL_BATCH` points is timed against a single
+            call (after the trial batch of two, which warms vmap up); batching
+            is kept when it is at least twice as fast per point.
+        """
+        single = _timed(lambda: self._project(self.problem.bases))
+        batched = _timed(lambda: self._project_batch([base] * _TRIAL_BATCH))
+        if batched / _TRIAL_BATCH > single / 2:
+            raise ValueError(
+                f"a batch costs {1e6 * batched / _TRIAL_BATCH:.0f} µs per point, single calls "
+                f"{1e6 * single:.0f} µs: batching does not pay here"
+            )
 
     def gradient(self) -> dict[str, Array]:
         leaves = self.problem.leaves()
