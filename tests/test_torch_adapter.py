@@ -774,7 +774,7 @@ def test_docs_examples_print_what_the_docs_show():
         assert following[0] == "text", f"python block {i} is not followed by its output"
         assert mask_timing(out.getvalue()) == mask_timing(following[1])
         compared += 1
-    assert compared == 4
+    assert compared == 5
 
 
 def load_benchmark():
