@@ -102,7 +102,7 @@ def grad_ops(names: list[str] | None = None) -> list[Any]:
     ops = [
         op
         for op in op_db
-        if op.supports_autograd and torch.float64 in op.supported_backward_dtypes("cpu")
+        if op.supports_autograd and torch.float64 in op.supported_backward_dtypes("cpu")  # type: ignore[no-untyped-call]
     ]
     if names:
         wanted = set(names)
@@ -112,7 +112,8 @@ def grad_ops(names: list[str] | None = None) -> list[Any]:
 
 def full_name(op: Any) -> str:
     """Return the op's name with its variant: ``softmax.with_dtype``."""
-    return op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
+    name: str = op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
+    return name
 
 
 def _requires_grad(x: Any) -> bool:
@@ -215,6 +216,7 @@ def run_one(check: Callable[..., bool], sample: Sample, limit: float, **flags: A
     """Run `check(fn, inputs, **flags)` within `limit` seconds and say what it found."""
     started = time.perf_counter()
     warned = False
+    error: BaseException | None
     try:
         with time_limit(limit), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("expecttest")  # torch.testing._internal imports it
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 
-from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError  # noqa: E402
+import torch
+from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
-from gradproof.errors import GradproofWarning, InputError  # noqa: E402
-from gradproof.torch import GradcheckError, check_function, gradcheck, gradgradcheck  # noqa: E402
-from gradproof.torch._prepare import _argument_names  # noqa: E402
-from tests.torch_functions import CASES, Case, XSinY  # noqa: E402
+from gradproof.errors import GradproofWarning, InputError
+from gradproof.torch import GradcheckError, check_function, gradcheck, gradgradcheck
+from gradproof.torch._prepare import _argument_names
+from tests.torch_functions import CASES, Case, XSinY
 
 F64 = torch.float64
 
@@ -334,7 +335,8 @@ def test_explicit_tolerances_and_step_are_honoured() -> None:
     with pytest.raises(GradcheckError) as caught:
         gradcheck(case.fn, case.make_inputs(), eps=1e-4)
     result = caught.value.result
-    assert result is not None and "absolute 0.0001" in result.step, result.step
+    assert result is not None
+    assert "absolute 0.0001" in result.step, result.step
     assert result.atol == 1e-12 and result.rtol == 1e-5  # torch's defaults: gradproof's own
 
 
