@@ -166,11 +166,15 @@ def _densified(
     if layout == torch.sparse_coo:
         indices = sparse.coalesce().indices()
         size = sparse.shape
-        return dense, lambda d: torch.sparse_coo_tensor(indices, d[tuple(indices)], size)
+        return dense, lambda d: torch.sparse_coo_tensor(
+            indices, d[tuple(indices)], size, check_invariants=False
+        )
     crow, col = sparse.crow_indices(), sparse.col_indices()
     rows = torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
     size = sparse.shape
-    return dense, lambda d: torch.sparse_csr_tensor(crow, col, d[rows, col], size=size)
+    return dense, lambda d: torch.sparse_csr_tensor(
+        crow, col, d[rows, col], size=size, check_invariants=False
+    )
 
 
 def _wrapped(
