@@ -395,3 +395,36 @@ def test_gradgradcheck_leaves_forward_over_reverse_to_torch() -> None:
         check_rev_over_rev=False,
         check_undefined_grad=False,
     )
+
+
+class SinDoubled(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Any) -> Any:
+        return x.sin()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> Any:
+        (x,) = ctx.saved_tensors
+        return 2 * grad * x.cos()  # bug: a stray factor 2
+
+
+def test_an_elementwise_bug_is_one_wrong_input_not_a_row_per_output_entry() -> None:
+    with pytest.raises(GradcheckError) as caught:
+        gradcheck(SinDoubled.apply, (randn(3, 4),))
+    result = caught.value.result
+    assert result is not None
+    assert len(result.params) == 12  # one Jacobian row per output entry
+    assert result.suspects == ("x",)
+    headline = str(result).splitlines()[0]
+    assert headline == "gradproof: WRONG: x has a wrong gradient", headline
+    # each row's wrong entry is the diagonal one: d out[i, j] / d x[i, j]
+    for report in result.params:
+        (entry,) = report.failures
+        row = report.name.removeprefix("d out").removesuffix(" / d x")  # "[i, j]"
+        assert entry.name == f"d out{row} / d x{row}", (report.name, entry.name)
