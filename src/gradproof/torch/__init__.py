@@ -179,10 +179,13 @@ def check_function(
     Returns
     -------
     CheckResult
-        One parameter report per checked input and question: ``input0``
-        (random cotangent), ``d output[i]/d input0`` (Jacobian row ``i``),
+        One report per checked input and question: ``input0`` (random
+        cotangent), ``d output[i]/d input0`` (Jacobian row ``i``),
         ``jvp(output)``, ``input0 (2nd order)`` and ``cotangent of output
-        (2nd order)``. ``result.notes`` says what was checked and what the
+        (2nd order)``. Each report's ``subject`` is the input it is about
+        (for the full Jacobian of several outputs, the pair ``d output1/d
+        input0``), and ``section`` its heading (``"Forward mode (JVP)"``,
+        ``"Second order"``), so ``result.suspects`` names inputs, not rows. ``result.notes`` says what was checked and what the
         structural checks found (a backward that is not deterministic, that
         is not zero for a zero cotangent, or that overwrites its
         ``grad_output``).
