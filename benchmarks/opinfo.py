@@ -356,7 +356,7 @@ def _planted(kind: str, count: int) -> Any:
             if kind == "sign":
                 return -grads[0]
             if kind == "entry":
-                grad = grads[0].clone()
+                grad = grads[0].contiguous().clone()
                 flat = grad.view(-1)
                 flat[0] = flat[0] + 0.1 * flat.abs().max()
                 return grad

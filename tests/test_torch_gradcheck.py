@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 import torch
 from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
-from gradproof.errors import GradproofWarning, InputError
+from gradproof.errors import GradproofWarning, InputError, UserCodeError
 from gradproof.torch import GradcheckError, check_function, gradcheck, gradgradcheck
 from gradproof.torch._prepare import _argument_names
 from tests.torch_functions import CASES, Case, XSinY
@@ -428,3 +428,27 @@ def test_an_elementwise_bug_is_one_wrong_input_not_a_row_per_output_entry() -> N
         (entry,) = report.failures
         row = report.name.removeprefix("d out").removesuffix(" / d x")  # "[i, j]"
         assert entry.name == f"d out{row} / d x{row}", (report.name, entry.name)
+
+
+class RaisingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Any) -> Any:
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> Any:
+        raise RuntimeError("backward not implemented for this case")
+
+
+def test_a_backward_that_raises_is_a_gradcheck_error_a_forward_that_raises_is_not() -> None:
+    with pytest.raises(GradcheckError, match="The backward raised RuntimeError") as caught:
+        gradcheck(RaisingBackward.apply, (randn(3),))
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert gradcheck(RaisingBackward.apply, (randn(3),), raise_exception=False) is False
+
+    def broken(x: Any) -> Any:
+        raise ValueError("the forward itself is broken")
+
+    with pytest.raises(UserCodeError) as raised:
+        gradcheck(broken, (randn(3),))
+    assert isinstance(raised.value.__cause__, ValueError)

@@ -185,8 +185,9 @@ def check_function(
         (2nd order)``. Each report's ``subject`` is the input it is about
         (for the full Jacobian of several outputs, the pair ``d output1/d
         input0``), and ``section`` its heading (``"Forward mode (JVP)"``,
-        ``"Second order"``), so ``result.suspects`` names inputs, not rows. ``result.notes`` says what was checked and what the
-        structural checks found (a backward that is not deterministic, that
+        ``"Second order"``), so ``result.suspects`` names inputs, not rows.
+        ``result.notes`` says what was checked and what the structural checks
+        found (a backward that is not deterministic, that
         is not zero for a zero cotangent, or that overwrites its
         ``grad_output``).
 

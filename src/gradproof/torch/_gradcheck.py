@@ -32,7 +32,8 @@ import torch
 from torch.autograd.gradcheck import GradcheckError as _TorchGradcheckError
 
 from gradproof._words import counted
-from gradproof.errors import GradproofWarning, InputError
+from gradproof.checking.options import CheckOptions
+from gradproof.errors import GradproofWarning, InputError, UserCodeError
 from gradproof.results import CheckResult, Verdict
 from gradproof.torch._conformance import (
     _batched_grad_failure,
@@ -42,7 +43,7 @@ from gradproof.torch._conformance import (
 from gradproof.torch._convert import _random_like
 from gradproof.torch._function import _Forward, _Reverse, _SecondOrder
 from gradproof.torch._options import _check_options
-from gradproof.torch._prepare import _argument_names, _prepare
+from gradproof.torch._prepare import _argument_names, _prepare, _Prepared
 from gradproof.torch._problem import _NothingToCheckError, _Problem
 from gradproof.torch._run import _run_problem, _with_subjects
 from gradproof.torch._structure import _check_function_structure
@@ -186,12 +187,45 @@ def _run_gradcheck(
         )
     except _NothingToCheckError:
         return True  # every differentiable input or output is empty: nothing can be wrong
+    try:
+        return _judge(
+            problem,
+            flags,
+            prepared,
+            checked,
+            started,
+            second_order=second_order,
+            grad_outputs=grad_outputs,
+            non_contiguous=non_contiguous,
+        )
+    except UserCodeError as error:
+        if error.function != "grad":
+            raise  # the function itself raised: as torch, let it through (as its cause)
+        # A backward that raises is a wrong backward: gradcheck's callers expect a failure.
+        if flags.raise_exception:
+            raise GradcheckError(str(error)) from error.__cause__
+        return False
+
+
+def _judge(
+    problem: _Problem,
+    flags: _Flags,
+    prepared: _Prepared,
+    checked: CheckOptions,
+    started: float,
+    *,
+    second_order: bool,
+    grad_outputs: Sequence[torch.Tensor] | None,
+    non_contiguous: bool,
+) -> bool:
+    """Run the checks without finite differences, then the finite differences, and judge."""
     rng = np.random.default_rng(0)
     try:
         _check_function_structure(
             problem,
             _random_like(rng, (problem.outputs.size,), problem.device),
             report_nondeterminism=False,
+            rounding_repeats=True,
         )
     except InputError as error:  # a malformed gradient, a function that does not repeat
         return _fail(flags, str(error), None)

@@ -108,8 +108,9 @@ def _prepare(
                     "with the same specified entries before each call, so only those are "
                     "checked (`masked=True`)."
                     if masked
-                    else "with `to_sparse` before each call, so every entry is checked, "
-                    "unspecified ones included (`masked=False`, as gradcheck)."
+                    else "with every entry specified for the finite differences and with its "
+                    "own entries for the backward, so every entry is checked, unspecified "
+                    "ones included (`masked=False`, as gradcheck)."
                 )
             )
             value, rebuild_one = dense, back
@@ -152,7 +153,20 @@ def _complexifier(
 def _densified(
     value: torch.Tensor, name: str, masked: bool
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """Make a dense leaf for a sparse input, and say how to rebuild the sparse tensor."""
+    """Make a dense leaf for a sparse input, and say how to rebuild the sparse tensor.
+
+    Note [Sparse inputs]
+        With `masked`, the tensor is rebuilt with the input's own specified
+        entries: only they move, and only their gradients are compared. Without
+        it (gradcheck's default), gradcheck differences a copy with every entry
+        specified (explicit zeros included) but takes the analytical gradient at
+        the input as given. So does this: evaluations without autograd (the
+        finite differences) see every entry specified, and the call that
+        computes the backward sees ``to_sparse`` of the dense leaf, whose
+        pattern is the input's nonzeros and whose backward passes on whatever
+        gradient the function's backward gives. A backward that returns
+        gradients on the specified entries only then fails, as in gradcheck.
+    """
     sparse = value.detach()
     if sparse.dense_dim() or (sparse.layout == torch.sparse_csr and sparse.dim() != 2):
         raise InputError(
@@ -160,19 +174,25 @@ def _densified(
             f"and CSR tensors. Pass `{name}.to_dense()` and convert inside the function."
         )
     dense = sparse.to_dense().requires_grad_(True)
+    own = _rebuilder(sparse)
+    if masked:
+        return dense, own
+    full = _rebuilder(torch.ones_like(dense).to_sparse(layout=sparse.layout))
     layout = sparse.layout
-    if not masked:
-        return dense, lambda d: d.to_sparse(layout=layout)
-    if layout == torch.sparse_coo:
-        indices = sparse.coalesce().indices()
-        size = sparse.shape
-        return dense, lambda d: torch.sparse_coo_tensor(
+    return dense, lambda d: d.to_sparse(layout=layout) if d.requires_grad else full(d)
+
+
+def _rebuilder(pattern: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Rebuild a sparse tensor with `pattern`'s specified entries from a dense one."""
+    size = pattern.shape
+    if pattern.layout == torch.sparse_coo:
+        indices = pattern.coalesce().indices()
+        return lambda d: torch.sparse_coo_tensor(
             indices, d[tuple(indices)], size, check_invariants=False
         )
-    crow, col = sparse.crow_indices(), sparse.col_indices()
+    crow, col = pattern.crow_indices(), pattern.col_indices()
     rows = torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
-    size = sparse.shape
-    return dense, lambda d: torch.sparse_csr_tensor(
+    return lambda d: torch.sparse_csr_tensor(
         crow, col, d[rows, col], size=size, check_invariants=False
     )
 

@@ -15,6 +15,7 @@ from gradproof.errors import InputError, UserCodeError
 from gradproof.torch._convert import (
     Array,
     _backward_error,
+    _clone_layout,
     _describe_error,
     _is_low_float,
     _materialized,
@@ -320,7 +321,7 @@ class _Problem:
 
     def _set_precision(self, precision: str) -> None:
         # Copies: nothing `fn` does to its arguments can reach the caller's tensors.
-        native = [v.detach().clone() if isinstance(v, torch.Tensor) else v for v in self.values]
+        native = [_clone_layout(v) if isinstance(v, torch.Tensor) else v for v in self.values]
         low = sorted(
             {str(v.dtype).removeprefix("torch.") for v in native if _is_low_float(v)},
         )
@@ -361,7 +362,7 @@ class _Problem:
     def _call(self, checked: Sequence[torch.Tensor]) -> Any:
         # Fresh copies of the other tensors too: a function that updates an argument in place
         # must not change what the next call sees.
-        values = [v.clone() if isinstance(v, torch.Tensor) else v for v in self.values]
+        values = [_clone_layout(v) if isinstance(v, torch.Tensor) else v for v in self.values]
         for i, value in zip(self.checked, checked, strict=True):
             values[i] = value
         if self.seed is not None:
@@ -394,7 +395,7 @@ class _Problem:
 
     def leaves(self) -> list[torch.Tensor]:
         """Fresh leaf copies of the checked inputs that require grad."""
-        return [b.detach().clone().requires_grad_(True) for b in self.bases]
+        return [_clone_layout(b).requires_grad_(True) for b in self.bases]
 
     def split(self, vector: torch.Tensor) -> list[torch.Tensor]:
         """Cut a flat vector over the outputs into tensors of the outputs' shapes and dtypes."""
