@@ -76,10 +76,9 @@ def _clone_layout(tensor: torch.Tensor) -> torch.Tensor:
     tensor = tensor.detach()
     if _compact(tensor) or tensor.layout != torch.strided:
         return tensor.clone()
+    storage = tensor.untyped_storage().clone()  # type: ignore[no-untyped-call]
     copy = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
-    copy.set_(
-        tensor.untyped_storage().clone(), tensor.storage_offset(), tensor.size(), tensor.stride()
-    )
+    copy.set_(storage, tensor.storage_offset(), tensor.size(), tensor.stride())
     return copy
 
 
