@@ -290,7 +290,7 @@ def summarize(rows: list[Comparison]) -> dict[str, Any]:
         "missed": missed,
         "errors": Counter(cause(r.gradproof) for r in our_errors),
         "error_rows": our_errors,
-        "warned": sum(r.gradproof.warned for r in rows),
+        "warned": [r.sample.label for r in rows if r.gradproof.warned],
         "median_ratio": statistics.median(ratios) if ratios else math.nan,
         "median_ratio_small": statistics.median(small) if small else math.nan,
         "n_small": len(small),
@@ -329,7 +329,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
         for text, count in summary["torch_errors"].most_common(10):
             print(f"  - {count} × {text}")
-    print(f"Entries gradproof could not judge (passed with a warning): {summary['warned']} samples")
+    warned = summary["warned"]
+    print(f"Samples with entries gradproof could not judge (passed with a warning): {len(warned)}")
+    if warned:
+        print(f"  {', '.join(warned[:30])}{' …' if len(warned) > 30 else ''}")
     print(
         f"Time, gradproof / gradcheck: median {summary['median_ratio']:.2f}× over all "
         f"samples, {summary['median_ratio_small']:.2f}× over the {summary['n_small']} with "

@@ -36,6 +36,9 @@ OPS = (
     "linalg.det",
     "max.reduction_with_dim",  # integer indices as a second output
     "float",  # a float32 output: gradcheck's false alarm, see ALLOWED
+    "linalg.lstsq",  # outputs that repeat only to rounding
+    "as_strided.partial_views",  # views of a larger storage
+    "sparse.mm.reduce",  # sparse CSR inputs, masked=False semantics
 )
 SAMPLES_PER_OP = 3
 ALLOWED = {
