@@ -831,6 +831,18 @@ def loss32(p):
 
 def grad32(p):
     return {"w": 2 * p["w"]}
+
+
+def kink_params():
+    return {"w": np.array([0.0, 1.0])}
+
+
+def kink_loss(p):  # |w| at 0: the kink test needs the loss's noise
+    return float(np.sum(np.abs(p["w"])))
+
+
+def kink_grad(p):
+    return {"w": np.sign(p["w"])}
 """
 
 
@@ -876,12 +888,16 @@ def test_grad_prefix_reaches_worker_processes(speaking):
 def test_precision_and_noise_reach_the_check(speaking):
     args = check_args(speaking, loss="loss32", grad="grad32", params="params32")
     auto = json.loads(invoke(*args, "--json").stdout)
-    assert auto["step"].endswith("(float64)") and auto["noise_level"] is not None
+    assert auto["step"].endswith("(float64)")
     native = invoke(*args, "--json", "--precision", "native")
     assert json.loads(native.stdout)["step"].endswith("(float32)"), native.output
-    quiet = invoke(*args, "--json", "--no-noise")
+    # The noise is measured only when a verdict needs it: at a kink, unless --no-noise.
+    kink = check_args(speaking, loss="kink_loss", grad="kink_grad", params="kink_params")
+    noisy = json.loads(invoke(*kink, "--json").stdout)
+    assert noisy["noise_level"] is not None
+    quiet = invoke(*kink, "--json", "--no-noise")
     assert json.loads(quiet.stdout)["noise_level"] is None, quiet.output
-    assert json.loads(quiet.stdout)["n_evals"] < auto["n_evals"]
+    assert json.loads(quiet.stdout)["n_evals"] < noisy["n_evals"]
 
 
 def test_help_reads_like_a_command_line():

@@ -318,8 +318,8 @@ def check(
         bool,
         typer.Option(
             "--noise/--no-noise",
-            help="Measure the loss's noise first (40 loss evaluations); without it, rounding "
-            "at the dtype's epsilon is assumed.",
+            help="Measure the loss's noise (40 loss evaluations) when a verdict depends on "
+            "it; without it, rounding at the dtype's epsilon is assumed.",
         ),
     ] = True,
     seed: Annotated[

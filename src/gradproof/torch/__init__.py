@@ -94,15 +94,19 @@ from gradproof.torch._problem import _Problem
 from gradproof.torch._run import _run_problem, _with_subjects
 from gradproof.torch._structure import _check_function_structure, _check_module_structure
 from gradproof.torch._terms import _Combined, _Family
+from gradproof.torch.locate import LocateResult, ModuleVerdict, locate
 
 __all__ = [
     "CHECK_OPTIONS",
     "JACOBIAN_MAX_ENTRIES",
     "GradcheckError",
+    "LocateResult",
+    "ModuleVerdict",
     "check_function",
     "check_module",
     "gradcheck",
     "gradgradcheck",
+    "locate",
 ]
 
 JACOBIAN_MAX_ENTRIES = 16
