@@ -69,19 +69,6 @@ Below it a batched call saves less than the trial of vmap costs.
 """
 
 
-# Note [Noise on demand]
-#     gradproof.check measures the loss's noise first (about 40 evaluations) and
-#     uses it as the error bar of every finite difference. On the small functions
-#     of a gradcheck suite that measurement costs more than the check itself, and
-#     only matters where it is above the dtype's rounding: a first pass in which
-#     every entry agrees within error bars at that rounding has nothing a larger
-#     noise could explain away, so its verdict stands. So the drop-in
-#     checks first without it, and measures the noise only when that first pass
-#     fails or cannot judge an entry, re-judging everything with it (points
-#     already evaluated are reused). A verdict of wrong is therefore always one
-#     made with the noise measured, as check_function makes it.
-
-
 class GradcheckError(_TorchGradcheckError):
     """A gradient check found a wrong gradient (a ``torch.autograd.gradcheck.GradcheckError``).
 
@@ -249,16 +236,9 @@ def _judge(
     combined = _Combined(families)
     notes = [*prepared.notes, *(f.description for f in families), *problem.notes]
     vmap = None if sum(b.numel() for b in problem.bases) >= VMAP_ENTRIES else False
-    result = _run_problem(
-        combined, vmap=vmap, seed=None, options=checked.replace(noise=False), notes=notes
-    )
-    if not result.passed and checked.noise:  # Note [Noise on demand]
-        result = _run_problem(combined, vmap=vmap, seed=None, options=checked, notes=notes)
-        notes.append(
-            "The function's noise was measured: the first pass, with error bars at the "
-            "rounding of its dtype, found entries to question, so they were judged again "
-            "with the noise the function shows."
-        )
+    # gradproof.check measures the function's noise only where a verdict depends on it,
+    # so a check of a function whose entries all agree costs two calls per entry.
+    result = _run_problem(combined, vmap=vmap, seed=None, options=checked, notes=notes)
     notes += prepared.output_notes()
     several = len(problem.outputs.names) > 1
     result = _with_subjects(
