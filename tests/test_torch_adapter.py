@@ -11,6 +11,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,11 @@ def wrong_entries(result: CheckResult) -> dict[str, set[tuple[int, ...]]]:
 def truncated(result: CheckResult, name: str) -> bool:
     """Whether a report about `name` lists fewer wrong entries than it found."""
     return any(r.n_failed > len(r.failures) for r in result.params if input_of(r.name) == name)
+
+
+def _wrong_reports(result: Any) -> tuple[str, ...]:
+    """The names of the failing reports (`suspects` names their subjects)."""
+    return tuple(p.name for p in result.params if not p.passed and p.verdict.value == "fail")
 
 
 # -- the module itself --------------------------------------------------------------------------
@@ -220,7 +226,10 @@ def test_the_report_is_json_ready_and_uses_the_display_names():
     case = next(c for c in CASES if c.name == "cumsum_off_by_one")
     result = check_function(case.fn, *case.make_inputs())
     data = json.loads(json.dumps(result.to_dict()))
-    assert "d output[3]/d input0" in data["suspects"]
+    assert data["suspects"] == ["input0"]  # the input, not its Jacobian rows
+    wrong_rows = {p["name"] for p in data["params"] if p["verdict"] == "fail"}
+    assert "d output[3]/d input0" in wrong_rows
+    assert {p["subject"] for p in data["params"]} == {"input0"}
     assert "gpt" not in json.dumps(data)
 
 
@@ -298,7 +307,8 @@ def test_second_order_catches_a_wrong_double_backward(monkeypatch):
     first = check_function(DoubleSoftplus.apply, randn(3))
     assert first.passed  # the first-order backward is right
     result = check_function(DoubleSoftplus.apply, randn(3), second_order=True)
-    assert result.suspects == ("input0 (2nd order)",), str(result)
+    assert _wrong_reports(result) == ("input0 (2nd order)",), str(result)
+    assert result.suspects == ("input0",)  # the subject of the report
     diagnosis = result["input0 (2nd order)"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "scale"
 
@@ -317,7 +327,10 @@ def test_second_order_fails_a_backward_that_cannot_be_differentiated():
             return 2 * x * grad_output
 
     result = check_function(Once.apply, randn(3), second_order=True)
-    assert set(result.suspects) == {"input0 (2nd order)", "cotangent of output (2nd order)"}
+    assert set(_wrong_reports(result)) == {
+        "input0 (2nd order)",
+        "cotangent of output (2nd order)",
+    }
     diagnosis = result["input0 (2nd order)"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "zero"
     assert any("`@once_differentiable`" in note for note in result.notes)
@@ -387,7 +400,10 @@ def test_a_function_that_returns_no_tensor_is_refused():
 
 
 def test_a_function_without_floating_outputs_is_refused():
-    with pytest.raises(InputError, match=r"no floating-point tensor \(output \(torch.int64\)\)"):
+    with pytest.raises(
+        InputError,
+        match=r"no differentiable floating-point tensor with entries \(output \(torch.int64\)\)",
+    ):
         check_function(lambda x: torch.argmax(x), randn(3))
 
 
@@ -454,10 +470,29 @@ def test_a_function_that_refuses_float64_is_checked_in_its_own_dtype():
 
 # -- batching through vmap ------------------------------------------------------------------------
 def test_vmap_batches_functions_that_support_it():
-    result = check_function(XSinY.apply, randn(20), randn(20, seed=1), batch_size=16)
+    result = check_function(XSinY.apply, randn(20), randn(20, seed=1), batch_size=16, vmap=True)
     assert result.passed, str(result)
     assert "batches of 16" in result.engine
     assert any("batches through torch.func.vmap" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("per_point", [0.1, 1.0], ids=["pays", "does-not-pay"])
+def test_vmap_is_used_by_default_only_where_batching_pays(monkeypatch, per_point):
+    from gradproof.torch import _function
+
+    # A single call costs 1; a batch of n points costs n * per_point (Note [Batching must pay]).
+    monkeypatch.setattr(
+        _function,
+        "_timed",
+        lambda run: (
+            per_point * _function._TRIAL_BATCH if "_project_batch" in run.__code__.co_names else 1.0
+        ),
+    )
+    result = check_function(XSinY.apply, randn(20), randn(20, seed=1), batch_size=16)
+    assert result.passed, str(result)
+    assert ("batches of 16" in result.engine) is (per_point < 0.5)
+    if per_point >= 0.5:
+        assert any("batching does not pay" in note for note in result.notes), result.notes
 
 
 def test_vmap_falls_back_for_functions_that_do_not_support_it():
@@ -477,7 +512,7 @@ def test_vmap_falls_back_for_functions_that_do_not_support_it():
 
 def test_batched_and_unbatched_checks_agree():
     x, y = randn(6, seed=3), randn(6, seed=4)
-    batched = check_function(XSinY.apply, x, y, jacobian="random")
+    batched = check_function(XSinY.apply, x, y, jacobian="random", vmap=True)
     single = check_function(XSinY.apply, x, y, jacobian="random", vmap=False)
     assert "batches" in batched.engine and "batches" not in single.engine
     for a, b in zip(batched.params, single.params, strict=True):
@@ -739,7 +774,7 @@ def test_docs_examples_print_what_the_docs_show():
         assert following[0] == "text", f"python block {i} is not followed by its output"
         assert mask_timing(out.getvalue()) == mask_timing(following[1])
         compared += 1
-    assert compared == 4
+    assert compared == 5
 
 
 def load_benchmark():

@@ -1,5 +1,8 @@
 """Check PyTorch gradients: custom autograd Functions, functions of tensors, modules.
 
+:func:`gradcheck` and :func:`gradgradcheck` are drop-in replacements for
+torch's (same signatures, ``True`` or a ``GradcheckError``), with gradproof's
+verdicts and reports.
 :func:`check_function` checks the backward (and, on request, the forward-mode
 and second-order rules) of a function of tensors; :func:`check_module` checks
 the gradients of an ``nn.Module``'s parameters for a given loss. Both build a
@@ -76,6 +79,7 @@ except ImportError as error:  # pragma: no cover - the test suite runs with torc
 
 from gradproof.engine.randomness import preserved_random_state
 from gradproof.torch._convert import _random_like
+from gradproof.torch._dropin import GradcheckError, gradcheck, gradgradcheck
 from gradproof.torch._function import _Forward, _Reverse, _SecondOrder
 from gradproof.torch._module import _ModuleProblem
 from gradproof.torch._options import (
@@ -87,7 +91,7 @@ from gradproof.torch._options import (
     _validate,
 )
 from gradproof.torch._problem import _Problem
-from gradproof.torch._run import _run_problem
+from gradproof.torch._run import _run_problem, _with_subjects
 from gradproof.torch._structure import _check_function_structure, _check_module_structure
 from gradproof.torch._terms import _Combined, _Family
 from gradproof.torch.locate import LocateResult, ModuleVerdict, locate
@@ -95,10 +99,13 @@ from gradproof.torch.locate import LocateResult, ModuleVerdict, locate
 __all__ = [
     "CHECK_OPTIONS",
     "JACOBIAN_MAX_ENTRIES",
+    "GradcheckError",
     "LocateResult",
     "ModuleVerdict",
     "check_function",
     "check_module",
+    "gradcheck",
+    "gradgradcheck",
     "locate",
 ]
 
@@ -157,8 +164,9 @@ def check_function(
         computed with ``create_graph=True`` (what ``gradgradcheck`` checks).
     vmap : bool, optional
         Evaluate the finite differences in batches through ``torch.func.vmap``
-        (`batch_size` points per call). By default when `fn` supports it,
-        which is tried once at the point; ``True`` requires it.
+        (`batch_size` points per call). By default when `fn` supports it and
+        a batch is at least twice as fast per point as a single call, which
+        is tried once at the point; ``True`` requires it.
     precision : {"auto", "native"}
         ``"auto"`` (default): float16 and float32 tensors are checked through
         float64 copies when `fn` computes in float64 (a note says so), with
@@ -175,11 +183,15 @@ def check_function(
     Returns
     -------
     CheckResult
-        One parameter report per checked input and question: ``input0``
-        (random cotangent), ``d output[i]/d input0`` (Jacobian row ``i``),
+        One report per checked input and question: ``input0`` (random
+        cotangent), ``d output[i]/d input0`` (Jacobian row ``i``),
         ``jvp(output)``, ``input0 (2nd order)`` and ``cotangent of output
-        (2nd order)``. ``result.notes`` says what was checked and what the
-        structural checks found (a backward that is not deterministic, that
+        (2nd order)``. Each report's ``subject`` is the input it is about
+        (for the full Jacobian of several outputs, the pair ``d output1/d
+        input0``), and ``section`` its heading (``"Forward mode (JVP)"``,
+        ``"Second order"``), so ``result.suspects`` names inputs, not rows.
+        ``result.notes`` says what was checked and what the structural checks
+        found (a backward that is not deterministic, that
         is not zero for a zero cotangent, or that overwrites its
         ``grad_output``).
 
@@ -224,8 +236,10 @@ def check_function(
     ...         return grad_output * 2 * x**2  # bug: 3 * x**2
     >>> x = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
     >>> result = check_function(Cube.apply, x)
-    >>> result.suspects
-    ('d output[0]/d input0', 'd output[1]/d input0')
+    >>> result.suspects  # the input whose gradient is wrong
+    ('input0',)
+    >>> [p.name for p in result.params if not p.passed]  # its wrong Jacobian rows
+    ['d output[0]/d input0', 'd output[1]/d input0']
     >>> result["d output[1]/d input0"].failures[0].name
     'd output[1]/d input0[1]'
     >>> check_function(Cube.apply, x, jacobian="random")["input0"].diagnosis.summary
@@ -248,9 +262,9 @@ def check_function(
         jacobian == "auto" and problem.outputs.size <= JACOBIAN_MAX_ENTRIES
     )
     _check_function_structure(problem, _random_like(rng, (problem.outputs.size,), problem.device))
-    families: list[_Family] = [
-        _Reverse.build(problem, full=full, n_cotangents=n_cotangents, rng=rng)
-    ]
+    reverse = _Reverse.build(problem, full=full, n_cotangents=n_cotangents, rng=rng)
+    reverse.auto_vmap = vmap is None
+    families: list[_Family] = [reverse]
     if forward is None:
         forward = _defines_jvp(fn)
     if forward:
@@ -260,6 +274,8 @@ def check_function(
     notes = [*(family.description for family in families), *problem.notes]
     combined = _Combined(families)
     result = _run_problem(combined, vmap=vmap, seed=seed, options=checked, notes=notes)
+    pairs = full and len(problem.outputs.names) > 1
+    result = _with_subjects(result, combined.subjects, "(output, input) pair" if pairs else "input")
     notes.append(
         f"`fn` ran {problem.n_forward} times forward and its backward {problem.n_backward} "
         f"times ({result.n_evals} loss evaluations; points already evaluated are reused)."

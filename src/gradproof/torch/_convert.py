@@ -35,11 +35,62 @@ def _numpy_dtype(dtype: torch.dtype, name: str) -> type[np.floating[Any]]:
 
 
 def _to_numpy(tensor: torch.Tensor) -> Array:
-    return np.array(tensor.detach().cpu().numpy(), copy=True)
+    return np.array(_materialized(tensor).detach().cpu().numpy(), copy=True)
+
+
+def _materialized(tensor: torch.Tensor) -> torch.Tensor:
+    """Replace a ``ZeroTensor``, which torch's own backwards return, by real zeros.
+
+    Note [ZeroTensor]
+        Some of torch's derivative formulas (``sgn``, ``linalg`` ops) return an
+        efficient zero, a ``ZeroTensor``: it has no storage, so ``.numpy()``
+        and in-place operations refuse it. It means zeros, so it is read as
+        zeros; it is not the user's fault.
+    """
+    if tensor._is_zerotensor():
+        return torch.zeros(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+    return tensor
+
+
+def _compact(tensor: torch.Tensor) -> bool:
+    """Whether a tensor is the whole of its storage, laid out contiguously."""
+    return (
+        tensor.layout == torch.strided
+        and tensor.is_contiguous()
+        and tensor.storage_offset() == 0
+        and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    )
+
+
+def _clone_layout(tensor: torch.Tensor) -> torch.Tensor:
+    """Copy a tensor with its storage, offset and strides, not just its values.
+
+    Note [Views of a larger storage]
+        gradcheck perturbs its inputs in place, so a function that reads an
+        input's storage beyond the view (``as_strided`` with a storage offset,
+        as in OpInfo's ``as_strided.partial_views``) sees the storage it
+        expects. gradproof calls the function on copies; a plain ``clone`` is
+        compact, and such a function would read out of bounds. Copies of
+        inputs that are not compact keep the whole storage and the view on it.
+    """
+    tensor = tensor.detach()
+    if _compact(tensor) or tensor.layout != torch.strided:
+        return tensor.clone()
+    storage = tensor.untyped_storage().clone()  # type: ignore[no-untyped-call]
+    copy = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+    copy.set_(storage, tensor.storage_offset(), tensor.size(), tensor.stride())
+    return copy
 
 
 def _to_torch(array: Array, like: torch.Tensor) -> torch.Tensor:
     """Copy an array into a new tensor (never a view of gradproof's vector) like `like`."""
+    if not _compact(like) and like.layout == torch.strided and like.numel():
+        copy = _clone_layout(like)
+        copy.copy_(torch.as_tensor(np.asarray(array), dtype=like.dtype, device=like.device))
+        return copy
+    if like.device.type == "cpu" and like.dtype in _TORCH_TO_NUMPY:
+        # torch.from_numpy of a fresh copy: a third of torch.tensor's cost on small arrays.
+        return torch.from_numpy(np.array(array, dtype=_TORCH_TO_NUMPY[like.dtype], copy=True))
     return torch.tensor(np.asarray(array), dtype=like.dtype, device=like.device)
 
 

@@ -7,6 +7,7 @@ tensors] in the docstring of :mod:`gradproof.torch`).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -24,11 +25,12 @@ from gradproof.torch._convert import (
     Array,
     _backward_error,
     _describe_error,
+    _materialized,
     _random_like,
     _to_numpy,
     _to_torch,
 )
-from gradproof.torch._problem import _Problem
+from gradproof.torch._problem import _Outputs, _Problem
 from gradproof.torch._run import _require_close
 from gradproof.torch._terms import _CACHE_SIZE, _Family, _key
 
@@ -37,23 +39,62 @@ _make_dual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = forward_ad.ma
 _unpack_dual: Callable[[torch.Tensor], Any] = forward_ad.unpack_dual
 
 
+_TRIAL_BATCH = 8
+"""Points in the batch timed against single calls (Note [Batching must pay])."""
+
+_SHOWN_ENTRIES = 8
+"""Entries of a random cotangent a note shows."""
+
+
+def _shown_vector(vector: torch.Tensor) -> str:
+    """Show a random cotangent's first entries in a note, so that values can be recomputed."""
+    values = vector.tolist()
+    shown = ", ".join(f"{v:.4g}" for v in values[:_SHOWN_ENTRIES])
+    more = f", … ({len(values)} entries, flattened in row-major order)" if len(values) > 8 else ""
+    return f"[{shown}{more}]"
+
+
+def _timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
 class _Reverse(_Family):
-    """``<u_t, fn(x)>`` for cotangents ``u_t``: random ones, or the Jacobian's unit rows."""
+    """``<u_t, fn(x)>`` for cotangents ``u_t``: random ones, or the Jacobian's unit rows.
+
+    Note [One output at a time]
+        A term whose cotangent covers one output (a Jacobian row, or a
+        per-output random cotangent) runs the backward of that output alone:
+        the others get no gradient at all (undefined), not zeros. That is
+        how autograd calls a backward when the other outputs do not reach the
+        loss, and how gradcheck builds its analytical Jacobian; a backward
+        that mishandles it (``native_group_norm``'s drops the gradient of its
+        mean when the normalised output's is undefined) is caught here.
+    """
 
     def __init__(
-        self, problem: _Problem, cotangents: torch.Tensor | None, labels: list[str]
+        self,
+        problem: _Problem,
+        cotangents: torch.Tensor | None,
+        labels: list[tuple[str, str]],
     ) -> None:
         self.problem = problem
         self.cotangents = cotangents  # (terms, output entries), float64; None: the unit rows
+        # Per term, the one output its cotangent covers (empty: all outputs at once).
+        self.output_of: list[int] = []
+        # vmap left to the adapter: batch only where it pays (Note [Batching must pay]).
+        self.auto_vmap = True
         self.cache: OrderedDict[bytes, Array] = OrderedDict()
         self.batched_fn: Callable[..., torch.Tensor] | None = None
         base = problem.base_arrays()
-        self.aliases, self.display, self.base_points = [], {}, []
-        for t, label in enumerate(labels):
+        self.aliases, self.display, self.subjects, self.base_points = [], {}, {}, []
+        for t, (label, subject) in enumerate(labels):
             blocks: list[str] = []
             for name in problem.names:
                 alias = f"gpt{t}r{len(blocks)}"
                 self.display[alias] = label.format(input=name)
+                self.subjects[alias] = subject.format(input=name)
                 blocks.append(alias)
             self.aliases.append(blocks)
             self.base_points.append([a.copy() for a in base])
@@ -62,30 +103,76 @@ class _Reverse(_Family):
 
     @classmethod
     def build(
-        cls, problem: _Problem, *, full: bool, n_cotangents: int, rng: np.random.Generator
+        cls,
+        problem: _Problem,
+        *,
+        full: bool,
+        n_cotangents: int,
+        rng: np.random.Generator,
+        per_output: bool = False,
+        spaced: bool = False,
     ) -> _Reverse:
+        """Build the reverse-mode terms: the Jacobian's rows (`full`) or random cotangents.
+
+        `per_output`: with several outputs, one random cotangent per output (so each
+        (output, input) pair gets its own verdict) rather than one over all of them.
+        `spaced`: rows named ``d out[2, 1] / d x`` rather than ``d output[2, 1]/d x``.
+        """
         size = problem.outputs.size
+        outputs = problem.outputs
+        several = len(outputs.names) > 1
+        slash = " / " if spaced else "/"
         if full:
-            entries = problem.outputs.entry_names()
-            labels = ["{input}"] if size == 1 else [f"d {e}/d {{input}}" for e in entries]
+            labels = []
+            for name, shape in zip(outputs.names, outputs.shapes, strict=True):
+                subject = f"d {name}{slash}d {{input}}" if several else "{input}"
+                labels += [
+                    ("{input}" if size == 1 else f"d {entry}{slash}d {{input}}", subject)
+                    for entry in _Outputs.entries(name, shape)
+                ]
             reverse = cls(problem, None, labels)
+            reverse.output_of = [k for k, n in enumerate(outputs.sizes) for _ in range(n)]
             reverse.description = (
                 "Reverse mode (VJP): the gradient of `fn`"
                 if size == 1
                 else f"Reverse mode (VJP): the full Jacobian, one output entry at a time ({size} "
-                "entries): `d output[i]/d x` is the gradient of output entry i"
+                f"entries): `d {problem.stem}[i]{slash}d x` is the gradient of output entry i"
             ) + ", computed by the backward with unit cotangents."
             return reverse
-        labels = ["{input}"] + [f"{{input}} (cotangent {k + 1})" for k in range(1, n_cotangents)]
-        cotangents = torch.stack(
-            [_random_like(rng, (size,), problem.device) for _ in range(n_cotangents)]
-        )
-        reverse = cls(problem, cotangents, labels)
+        if per_output and several:
+            draws = [_random_like(rng, (size,), problem.device) for _ in range(n_cotangents)]
+            rows, labels = [], []
+            for k, name in enumerate(outputs.names):
+                start, stop = sum(outputs.sizes[:k]), sum(outputs.sizes[: k + 1])
+                for c, draw in enumerate(draws):
+                    row = torch.zeros_like(draw)
+                    row[start:stop] = draw[start:stop]
+                    rows.append(row)
+                    suffix = f" (cotangent {c + 1})" if c else ""
+                    labels.append(
+                        (f"d <u, {name}>{slash}d {{input}}{suffix}", f"d {name}{slash}d {{input}}")
+                    )
+            reverse = cls(problem, torch.stack(rows), labels)
+            reverse.output_of = [k for k in range(len(outputs.names)) for _ in draws]
+            first = draws[0]
+        else:
+            labels = [("{input}", "{input}")] + [
+                (f"{{input}} (cotangent {k + 1})", "{input}") for k in range(1, n_cotangents)
+            ]
+            cotangents = torch.stack(
+                [_random_like(rng, (size,), problem.device) for _ in range(n_cotangents)]
+            )
+            reverse = cls(problem, cotangents, labels)
+            first = cotangents[0]
         reverse.description = (
             f"Reverse mode (VJP): the gradient of <u, output> for {n_cotangents} random "
             f"{noun(n_cotangents, 'cotangent')} u over the "
             f"{counted(size, 'output entry', 'output entries')} "
-            "(entries of random sign and size in [0.5, 1.5)), computed by the backward."
+            "(entries of random sign and size in [0.5, 1.5)), computed by the backward"
+            + (", one per output" if per_output and several else "")
+            + "; u = "
+            + _shown_vector(first)
+            + "."
         )
         return reverse
 
@@ -150,11 +237,32 @@ class _Reverse(_Family):
                 _require_close(
                     np.stack(self._project_batch([base, base])), np.array([self.base_values] * 2)
                 )
+                if self.auto_vmap:
+                    self._require_faster(base)
             except Exception:
                 self.batched_fn = None
                 raise
 
         return trial
+
+    def _require_faster(self, base: list[Array]) -> None:
+        """Refuse batching where a batch costs more per point than single calls.
+
+        Note [Batching must pay]
+            vmap turns the function's operations into batched ones, which are
+            not always faster: on the CPU, ``torch.bmm`` of 64 float64 10×10
+            matrices takes about 25 times as long as 64 calls of ``torch.mm``.
+            One batch of :data:`_TRIAL_BATCH` points is timed against a single
+            call (after the trial batch of two, which warms vmap up); batching
+            is kept when it is at least twice as fast per point.
+        """
+        single = _timed(lambda: self._project(self.problem.bases))
+        batched = _timed(lambda: self._project_batch([base] * _TRIAL_BATCH))
+        if batched / _TRIAL_BATCH > single / 2:
+            raise ValueError(
+                f"a batch costs {1e6 * batched / _TRIAL_BATCH:.0f} µs per point, single calls "
+                f"{1e6 * single:.0f} µs: batching does not pay here"
+            )
 
     def gradient(self) -> dict[str, Array]:
         leaves = self.problem.leaves()
@@ -163,15 +271,33 @@ class _Reverse(_Family):
         for t, blocks in enumerate(self.aliases):
             # Copies: a backward that overwrites its grad_output must not change the cotangents.
             cotangent = [c.clone() for c in self.problem.split(self._cotangent(t))]
-            vjp = self.problem.vjp(outputs, leaves, cotangent, retain_graph=True)
+            k = self.output_of[t] if self.output_of else None
+            if k is None:
+                vjp = self.problem.vjp(outputs, leaves, cotangent, retain_graph=True)
+            else:  # Note [One output at a time]
+                vjp = self.problem.vjp([outputs[k]], leaves, [cotangent[k]], retain_graph=True)
             grads.update({alias: _to_numpy(g) for alias, g in zip(blocks, vjp, strict=True)})
         return grads
 
 
 class _Forward(_Family):
-    """``sum_i w_i fn(x + t_i v)_i`` per output, whose gradient is ``w * jvp(fn, x, v)``."""
+    """``sum_i w_i fn(x + t_i v)_i`` per output, whose gradient is ``w * jvp(fn, x, v)``.
 
-    def __init__(self, problem: _Problem, full: bool, rng: np.random.Generator) -> None:
+    With `per_input`, one family of terms per input, each moving that input
+    alone along its tangent, so that each input gets its own forward-mode
+    verdict; otherwise every input moves along its tangent at once.
+    """
+
+    section = "Forward mode (JVP)"
+
+    def __init__(
+        self,
+        problem: _Problem,
+        full: bool,
+        rng: np.random.Generator,
+        per_input: bool = False,
+        spaced: bool = False,
+    ) -> None:
         self.problem = problem
         self.full = full
         self.tangents = [
@@ -180,6 +306,9 @@ class _Forward(_Family):
             ).to(b.dtype)
             for b in problem.bases
         ]
+        for tangent, mask in zip(self.tangents, problem.frozen, strict=True):
+            if mask is not None:  # frozen entries do not move (Note [Frozen entries])
+                tangent.masked_fill_(mask, 0)
         sizes = problem.outputs.sizes
         self.weights = [
             torch.ones(n, dtype=torch.float64, device=problem.device)
@@ -188,59 +317,84 @@ class _Forward(_Family):
             for n in sizes
         ]
         self.offsets = np.cumsum([0, *sizes])
-        self.cache: OrderedDict[float, Array] = OrderedDict()
+        self.cache: OrderedDict[tuple[int | None, float], Array] = OrderedDict()
         dtype = _TORCH_TO_NUMPY[problem.bases[0].dtype]
-        self.aliases, self.display, self.base_points = [], {}, []
-        for k, (name, shape) in enumerate(
-            zip(problem.outputs.names, problem.outputs.shapes, strict=True)
-        ):
-            alias = f"gpt{k}f"
-            self.aliases.append([alias])
-            self.display[alias] = f"jvp({name})"
-            self.base_points.append([np.zeros(shape if full else (), dtype=dtype)])
-        self.base_values = [self._value(k, points[0]) for k, points in enumerate(self.base_points)]
+        outputs = problem.outputs
+        self.groups: list[int | None] = list(range(len(problem.names))) if per_input else [None]
+        self.terms: list[tuple[int, int | None]] = []
+        self.aliases, self.display, self.subjects, self.base_points = [], {}, {}, []
+        several = len(outputs.names) > 1
+        slash = " / " if spaced else "/"
+        for k, (name, shape) in enumerate(zip(outputs.names, outputs.shapes, strict=True)):
+            for g in self.groups:
+                alias = f"gpt{k}f{'' if g is None else g}"
+                self.terms.append((k, g))
+                self.aliases.append([alias])
+                if g is None:
+                    self.display[alias] = f"jvp({name})"
+                    self.subjects[alias] = f"jvp({name})"
+                else:
+                    x = problem.names[g]
+                    self.display[alias] = f"jvp(d {name}{slash}d {x})"
+                    self.subjects[alias] = f"d {name}{slash}d {x}" if several else x
+                self.base_points.append([np.zeros(shape if full else (), dtype=dtype)])
+        self.base_values = [self._value(t, points[0]) for t, points in enumerate(self.base_points)]
         self.description = (
-            "Forward mode (JVP): `jvp(output)` compares the JVP along a random tangent v "
+            "Forward mode (JVP): `jvp(...)` compares the JVP along a random tangent v "
             "(entries of random sign, size in [0.5, 1.5) × max(1, |x|)) with the "
             "finite-difference slope of "
-            + ("each output entry along v." if full else "<w, output> along v, w random.")
+            + ("each output entry along v" if full else "<w, output> along v, w random")
+            + (", one input at a time." if per_input else ".")
         )
 
     @classmethod
-    def build(cls, problem: _Problem, *, full: bool, rng: np.random.Generator) -> _Forward:
-        forward = cls(problem, full, rng)
-        forward._tangents_out()  # refuse a function without forward mode before any work
+    def build(
+        cls,
+        problem: _Problem,
+        *,
+        full: bool,
+        rng: np.random.Generator,
+        per_input: bool = False,
+        spaced: bool = False,
+    ) -> _Forward:
+        forward = cls(problem, full, rng, per_input, spaced)
+        forward._tangents_out(forward.groups[0])  # refuse a function without forward mode first
         return forward
 
-    def _at(self, t: float) -> Array:
+    def _at(self, group: int | None, t: float) -> Array:
         """Per output entry (full) or per output (projected): weighted values at ``x + t v``."""
-        if t in self.cache:
-            self.cache.move_to_end(t)
-            return self.cache[t]
+        key = (group, t)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
         problem = self.problem
-        moved = [b + t * v for b, v in zip(problem.bases, self.tangents, strict=True)]
+        moved = [
+            b + t * v if group is None or j == group else b
+            for j, (b, v) in enumerate(zip(problem.bases, self.tangents, strict=True))
+        ]
         with torch.no_grad():
             flat = problem.flat(problem.forward(moved)) * torch.cat(self.weights)
         values = _to_numpy(flat)
         if not self.full:
             values = np.add.reduceat(values, self.offsets[:-1]) if values.size else values
-        self.cache[t] = values
+        self.cache[key] = values
         while len(self.cache) > _CACHE_SIZE:
             self.cache.popitem(last=False)
         return values
 
-    def _value(self, k: int, steps: Array) -> float:
+    def _value(self, term: int, steps: Array) -> float:
+        k, group = self.terms[term]
         if not self.full:
-            return float(self._at(float(steps))[k])
+            return float(self._at(group, float(steps))[k])
         flat = steps.reshape(-1)
         segment = slice(int(self.offsets[k]), int(self.offsets[k + 1]))
-        parts = [self._at(float(t))[segment][flat == t] for t in np.unique(flat)]
+        parts = [self._at(group, float(t))[segment][flat == t] for t in np.unique(flat)]
         return math.fsum(np.concatenate(parts).tolist()) if parts else 0.0
 
     def evaluate(self, requests: list[tuple[int, list[Array]]], batched: bool) -> list[float]:
-        return [self._value(k, point[0]) for k, point in requests]
+        return [self._value(t, point[0]) for t, point in requests]
 
-    def _tangents_out(self) -> list[torch.Tensor]:
+    def _tangents_out(self, group: int | None) -> list[torch.Tensor]:
         problem = self.problem
         try:
             with forward_ad.dual_level(), warnings.catch_warnings():
@@ -248,8 +402,8 @@ class _Forward(_Family):
                 # first use, which warns about torch's own deprecation.
                 warnings.filterwarnings("ignore", "`torch.jit.script`", DeprecationWarning)
                 duals = [
-                    _make_dual(b.detach(), v)
-                    for b, v in zip(problem.bases, self.tangents, strict=True)
+                    _make_dual(b.detach(), v) if group is None or j == group else b.detach()
+                    for j, (b, v) in enumerate(zip(problem.bases, self.tangents, strict=True))
                 ]
                 outputs = problem.forward(duals)
                 tangents = [_unpack_dual(o).tangent for o in outputs]
@@ -257,16 +411,19 @@ class _Forward(_Family):
             raise InputError(
                 f"Forward mode failed: {_describe_error(exc)}. A custom Function needs a "
                 "`jvp` staticmethod (with `ctx.save_for_forward` in `forward`) for forward "
-                "mode; define one, or pass `forward=False`."
+                "mode; define one, or pass `forward=False` (`check_forward_ad=False` to "
+                "gradcheck)."
             ) from exc
         return [
-            torch.zeros_like(o) if t is None else t.detach()
+            torch.zeros_like(o) if t is None else _materialized(t).detach()
             for o, t in zip(outputs, tangents, strict=True)
         ]
 
     def gradient(self) -> dict[str, Array]:
         grads: dict[str, Array] = {}
-        for k, (blocks, tangent) in enumerate(zip(self.aliases, self._tangents_out(), strict=True)):
+        tangents = {g: self._tangents_out(g) for g in self.groups}
+        for (k, g), blocks in zip(self.terms, self.aliases, strict=True):
+            tangent = tangents[g][k]
             weighted = tangent.reshape(-1).to(torch.float64) * self.weights[k]
             value = weighted.reshape(tangent.shape) if self.full else weighted.sum()
             grads[blocks[0]] = _to_numpy(value)
@@ -276,21 +433,33 @@ class _Forward(_Family):
 class _SecondOrder(_Family):
     """``<w, vjp(x, u)>`` of the inputs and the cotangent, differentiated through the backward."""
 
-    def __init__(self, problem: _Problem, rng: np.random.Generator) -> None:
+    section = "Second order"
+
+    def __init__(
+        self,
+        problem: _Problem,
+        rng: np.random.Generator,
+        cotangent: Sequence[torch.Tensor] | None = None,
+        non_contiguous: bool = False,
+    ) -> None:
         self.problem = problem
-        self.cotangent = problem.split(_random_like(rng, (problem.outputs.size,), problem.device))
+        self.non_contiguous = non_contiguous
+        drawn = problem.split(_random_like(rng, (problem.outputs.size,), problem.device))
+        self.cotangent = drawn if cotangent is None else [c.detach().clone() for c in cotangent]
         self.weights = [
             _random_like(rng, tuple(b.shape), problem.device).to(b.dtype) for b in problem.bases
         ]
         self.cache: OrderedDict[bytes, float] = OrderedDict()
         dtype = _TORCH_TO_NUMPY[problem.bases[0].dtype]
-        blocks, self.display = [], {}
+        blocks, self.display, self.subjects = [], {}, {}
         for j, name in enumerate(problem.names):
             blocks.append(f"gpt{j}s")
             self.display[blocks[-1]] = f"{name} (2nd order)"
+            self.subjects[blocks[-1]] = name
         for k, name in enumerate(problem.outputs.names):
             blocks.append(f"gpt{k}c")
             self.display[blocks[-1]] = f"cotangent of {name} (2nd order)"
+            self.subjects[blocks[-1]] = f"cotangent of {name}"
         self.aliases = [blocks]
         self.n_inputs = len(problem.names)
         self.base_points = [
@@ -305,8 +474,20 @@ class _SecondOrder(_Family):
         )
 
     @classmethod
-    def build(cls, problem: _Problem, *, rng: np.random.Generator) -> _SecondOrder:
-        second = cls(problem, rng)
+    def build(
+        cls,
+        problem: _Problem,
+        *,
+        rng: np.random.Generator,
+        cotangent: Sequence[torch.Tensor] | None = None,
+        non_contiguous: bool = False,
+    ) -> _SecondOrder:
+        """Build the second-order term; `cotangent` (one per output) is drawn when not given.
+
+        `non_contiguous`: hand the backward non-contiguous cotangents
+        (gradgradcheck's ``gen_non_contig_grad_outputs``).
+        """
+        second = cls(problem, rng, cotangent, non_contiguous)
         inputs = problem.leaves()
         cotangent = [c.detach().clone().requires_grad_(True) for c in second.cotangent]
         vjp = problem.vjp(problem.forward(inputs), inputs, cotangent, create_graph=True)
@@ -325,7 +506,7 @@ class _SecondOrder(_Family):
         problem = self.problem
         inputs = [t.requires_grad_(True) for t in problem.tensors(point[: self.n_inputs])]
         cotangent = [
-            _to_torch(a, like)
+            self._laid_out(_to_torch(a, like))
             for a, like in zip(point[self.n_inputs :], self.cotangent, strict=True)
         ]
         vjp = problem.vjp(problem.forward(inputs), inputs, cotangent)
@@ -341,11 +522,19 @@ class _SecondOrder(_Family):
     def evaluate(self, requests: list[tuple[int, list[Array]]], batched: bool) -> list[float]:
         return [self._value(point) for _, point in requests]
 
+    def _laid_out(self, cotangent: torch.Tensor) -> torch.Tensor:
+        """Lay the cotangent out as the backward gets it: non-contiguous when asked for."""
+        if not self.non_contiguous or cotangent.numel() < 2:
+            return cotangent
+        # Every other entry of a tensor twice as long: same values, strides that skip.
+        return torch.stack([cotangent, torch.zeros_like(cotangent)], dim=-1)[..., 0]
+
     def gradient(self) -> dict[str, Array]:
         problem = self.problem
         inputs = problem.leaves()
         cotangent = [c.detach().clone().requires_grad_(True) for c in self.cotangent]
-        vjp = problem.vjp(problem.forward(inputs), inputs, cotangent, create_graph=True)
+        laid_out = [self._laid_out(c) for c in cotangent]
+        vjp = problem.vjp(problem.forward(inputs), inputs, laid_out, create_graph=True)
         total = sum(torch.sum(w * g) for w, g in zip(self.weights, vjp, strict=True))
         wrt = [*inputs, *cotangent]
         if not isinstance(total, torch.Tensor) or not total.requires_grad:

@@ -15,13 +15,22 @@ from gradproof.errors import InputError, UserCodeError
 from gradproof.torch._convert import (
     Array,
     _backward_error,
+    _clone_layout,
     _describe_error,
     _is_low_float,
+    _materialized,
     _numpy_dtype,
     _to_numpy,
     _to_torch,
 )
 from gradproof.tree import format_index
+
+
+class _NothingToCheckError(InputError):
+    """Nothing is differentiable: every checked input or every float output is empty or constant.
+
+    ``check_function`` refuses it; ``gradcheck`` passes it, as torch's does.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +42,7 @@ class _Outputs:
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[torch.dtype, ...]
     skipped: tuple[str, ...]
+    constant: tuple[str, ...] = ()  # floating-point outputs autograd marks non-differentiable
 
     @property
     def sizes(self) -> list[int]:
@@ -44,19 +54,34 @@ class _Outputs:
 
     def entry_names(self) -> list[str]:
         """Name every output entry, in the flat order of :meth:`_Problem.flat`."""
+        return [
+            entry
+            for name, shape in zip(self.names, self.shapes, strict=True)
+            for entry in self.entries(name, shape)
+        ]
+
+    @staticmethod
+    def entries(name: str, shape: tuple[int, ...]) -> list[str]:
+        """Name the entries of one output, in row-major order."""
         names = []
-        for name, shape in zip(self.names, self.shapes, strict=True):
-            for i in range(math.prod(shape)):
-                index = np.unravel_index(i, shape) if shape else ()
-                names.append(format_index(name, tuple(int(j) for j in index)))
+        for i in range(math.prod(shape)):
+            index = np.unravel_index(i, shape) if shape else ()
+            names.append(format_index(name, tuple(int(j) for j in index)))
         return names
 
     @classmethod
-    def read(cls, raw: object) -> _Outputs:
+    def read(cls, raw: object, *, stem: str = "output") -> _Outputs:
+        """Read the outputs of a call at leaves that require grad.
+
+        Outputs that are empty or that autograd marks non-differentiable (no
+        ``requires_grad``: integer results, ``mark_non_differentiable``, the
+        saved statistics of ``native_layer_norm``) are skipped, as gradcheck
+        skips them; `stem` names them (``output``, ``output0``, ...).
+        """
         if isinstance(raw, torch.Tensor):
-            items: list[tuple[int | None, str, object]] = [(None, "output", raw)]
+            items: list[tuple[int | None, str, object]] = [(None, stem, raw)]
         elif isinstance(raw, (tuple, list)):
-            items = [(i, f"output{i}", value) for i, value in enumerate(raw)]
+            items = [(i, f"{stem}{i}", value) for i, value in enumerate(raw)]
         else:
             raise InputError(
                 f"`fn` returned a {type(raw).__name__}; expected a tensor or a tuple of "
@@ -64,25 +89,33 @@ class _Outputs:
                 "`torch.as_tensor(value)`), not Python numbers or numpy arrays."
             )
         kept: list[tuple[int | None, str, torch.Tensor]] = []
-        skipped = []
+        skipped, constant = [], []
         for position, name, value in items:
             if not isinstance(value, torch.Tensor):
                 skipped.append(f"{name} ({type(value).__name__})")
             elif value.is_complex():
                 raise InputError(
                     f"`fn` returned a complex tensor as `{name}`; gradproof checks real "
-                    "outputs. Return `torch.view_as_real(...)` of it instead."
+                    "outputs. Return `torch.view_as_real(...)` of it instead, or check it "
+                    "with `gradproof.torch.gradcheck`, which does that itself."
                 )
             elif not value.is_floating_point():
                 skipped.append(f"{name} ({value.dtype})")
+            elif value.numel() == 0:
+                skipped.append(f"{name} (empty, shape {tuple(value.shape)})")
+            elif not value.requires_grad:
+                constant.append(name)
             else:
                 kept.append((position, name, value))
         if not kept:
-            raise InputError(
-                "`fn` returned no floating-point tensor "
-                f"({', '.join(skipped) or 'an empty tuple'}); only floating-point outputs "
-                "have gradients. Return the differentiable result (integer results such as "
-                "indices from argmax have none)."
+            listed = [*skipped, *(f"{n} (not differentiable)" for n in constant)]
+            raise _NothingToCheckError(
+                "`fn` returned no differentiable floating-point tensor with entries "
+                f"({', '.join(listed) or 'an empty tuple'}); only floating-point outputs "
+                "that depend on an "
+                "input through autograd have gradients. Return the differentiable result "
+                "(integer results such as indices from argmax have none), without "
+                "`.detach()` or `torch.no_grad()`."
             )
         return cls(
             positions=tuple(p for p, _, _ in kept),
@@ -90,6 +123,7 @@ class _Outputs:
             shapes=tuple(tuple(t.shape) for _, _, t in kept),
             dtypes=tuple(t.dtype for _, _, t in kept),
             skipped=tuple(skipped),
+            constant=tuple(constant),
         )
 
     def select(self, raw: object) -> list[torch.Tensor]:
@@ -122,8 +156,11 @@ class _Problem:
         keyword: bool,
         checked: list[int],
         seed: int | None,
+        stem: str = "output",
     ) -> None:
         self.fn = fn
+        self.stem = stem
+        self.frozen: list[torch.Tensor | None] = []  # per checked input: its non-finite entries
         self.arg_names = names
         self.values = values
         self.keyword = keyword
@@ -133,6 +170,8 @@ class _Problem:
         self.n_forward = 0
         self.n_backward = 0
         self.outputs: _Outputs
+        # The largest difference between two backward passes, and where (the structural check).
+        self.nondeterminism: tuple[float, str] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -148,13 +187,30 @@ class _Problem:
         return device
 
     def base_arrays(self) -> list[Array]:
-        return [_to_numpy(t) for t in self.bases]
+        """Return the checked inputs as arrays, frozen entries (Note [Frozen entries]) as 0."""
+        arrays = [_to_numpy(t) for t in self.bases]
+        for array, mask in zip(arrays, self.frozen, strict=True):
+            if mask is not None:
+                array[_to_numpy(mask)] = 0
+        return arrays
 
     # -- set-up ---------------------------------------------------------------------------------
     @classmethod
     def build(
-        cls, fn: Callable[..., Any], inputs: tuple[Any, ...], *, precision: str, seed: int | None
+        cls,
+        fn: Callable[..., Any],
+        inputs: tuple[Any, ...],
+        *,
+        precision: str,
+        seed: int | None,
+        names: Sequence[str] | None = None,
+        stem: str = "output",
     ) -> _Problem:
+        """Read the call ``fn(*inputs)``: what is checked, what it returns, in what precision.
+
+        `names` names the positional inputs (by default ``input0``, ...);
+        `stem` names the outputs (``output``, or ``output0``, ``output1``, ...).
+        """
         if not inputs:
             raise InputError(
                 "`check_function` got no inputs: pass the point to check at after the "
@@ -171,13 +227,22 @@ class _Problem:
                 )
             names, values = list(mapping.keys()), list(mapping.values())
         else:
-            names = [f"input{i}" for i in range(len(inputs))]
+            names = list(names) if names is not None else []
+            names += [f"input{i}" for i in range(len(names), len(inputs))]
             values = list(inputs)
-        checked = [
+        differentiable = [
             i
             for i, v in enumerate(values)
             if isinstance(v, torch.Tensor) and v.requires_grad and v.is_floating_point()
         ]
+        checked = [i for i in differentiable if values[i].numel() > 0]
+        if differentiable and not checked:
+            raise _NothingToCheckError(
+                "Every input that requires grad is empty "
+                f"({', '.join(names[i] for i in differentiable)}), so there is no gradient "
+                "entry to check. Check the "
+                "function at inputs with entries."
+            )
         for i, v in enumerate(values):
             if isinstance(v, torch.Tensor) and v.requires_grad and v.is_complex():
                 raise InputError(
@@ -192,7 +257,13 @@ class _Problem:
                 "check. Call `.requires_grad_()` on the inputs whose gradients you want checked, "
                 "e.g. `x = torch.randn(3, dtype=torch.float64, requires_grad=True)`."
             )
-        problem = cls(fn, names, values, keyword, checked, seed)
+        problem = cls(fn, names, values, keyword, checked, seed, stem)
+        empty = [names[i] for i in differentiable if i not in checked]
+        if empty:
+            problem.notes.append(
+                f"{', '.join(f'`{n}`' for n in empty)} {'is' if len(empty) == 1 else 'are'} "
+                "empty: no entry to check."
+            )
         passed = [
             n
             for i, (n, v) in enumerate(zip(names, values, strict=True))
@@ -204,18 +275,62 @@ class _Problem:
                 "not require grad: passed through unchanged, not checked."
             )
         problem._set_precision(precision)
+        problem._freeze_non_finite()
+        if problem.outputs.constant:
+            listed = ", ".join(f"`{n}`" for n in problem.outputs.constant)
+            problem.notes.append(
+                f"{listed} {'is' if len(problem.outputs.constant) == 1 else 'are'} marked "
+                "non-differentiable by autograd (no grad_fn): not checked, as gradcheck "
+                "does not check it."
+            )
         return problem
+
+    def _freeze_non_finite(self) -> None:
+        """Hold non-finite input entries where they are (Note [Frozen entries]).
+
+        Note [Frozen entries]
+            An input entry that is infinite or NaN cannot be moved by a finite
+            step (``-inf + h`` is ``-inf``), yet such entries are legitimate:
+            ``-inf`` masks out a logit before a softmax. gradcheck perturbs
+            them and compares whatever comes out. gradproof holds them fixed
+            instead: they enter the check as 0 (so the finite differences of
+            the other entries are unaffected), every evaluation puts the
+            original value back, and their analytic gradient is read as 0, so
+            both sides agree and the entry says nothing. A note lists them as
+            unchecked.
+        """
+        self.frozen = []
+        unchecked = []
+        for name, base in zip(self.names, self.bases, strict=True):
+            mask = ~torch.isfinite(base.detach())
+            if not bool(mask.any()):
+                self.frozen.append(None)
+                continue
+            self.frozen.append(mask)
+            where = [tuple(int(j) for j in i) for i in torch.nonzero(mask).tolist()]
+            shown = ", ".join(
+                f"{format_index(name, i)} = {float(base.detach()[i])}" for i in where[:4]
+            )
+            more = f" and {len(where) - 4} more" if len(where) > 4 else ""
+            unchecked.append(f"{shown}{more}")
+        if unchecked:
+            self.notes.append(
+                "Unchecked, because a finite step cannot move a non-finite value: "
+                f"{'; '.join(unchecked)}. Their analytic gradients were not compared."
+            )
 
     def _set_precision(self, precision: str) -> None:
         # Copies: nothing `fn` does to its arguments can reach the caller's tensors.
-        native = [v.detach().clone() if isinstance(v, torch.Tensor) else v for v in self.values]
+        native = [_clone_layout(v) if isinstance(v, torch.Tensor) else v for v in self.values]
         low = sorted(
             {str(v.dtype).removeprefix("torch.") for v in native if _is_low_float(v)},
         )
         if precision == "auto" and low:
             self.values = [v.detach().to(torch.float64) if _is_low_float(v) else v for v in native]
             try:
-                outputs = _Outputs.read(self._call(self.bases))
+                outputs = self._read_outputs()
+            except _NothingToCheckError:
+                raise
             except Exception as exc:  # the function refuses float64: check it as it is
                 reason = _describe_error(exc)
             else:
@@ -235,13 +350,19 @@ class _Problem:
         self.values = native
         for name, value in zip(self.names, self.bases, strict=True):
             _numpy_dtype(value.dtype, name)
-        self.outputs = _Outputs.read(self._call(self.bases))
+        self.outputs = self._read_outputs()
+
+    def _read_outputs(self) -> _Outputs:
+        # At leaves that require grad: outputs that autograd leaves without a grad_fn are
+        # marked non-differentiable (gradcheck's `_differentiable_outputs`).
+        with torch.enable_grad():
+            return _Outputs.read(self._call(self.leaves()), stem=self.stem)
 
     # -- calling --------------------------------------------------------------------------------
     def _call(self, checked: Sequence[torch.Tensor]) -> Any:
         # Fresh copies of the other tensors too: a function that updates an argument in place
         # must not change what the next call sees.
-        values = [v.clone() if isinstance(v, torch.Tensor) else v for v in self.values]
+        values = [_clone_layout(v) if isinstance(v, torch.Tensor) else v for v in self.values]
         for i, value in zip(self.checked, checked, strict=True):
             values[i] = value
         if self.seed is not None:
@@ -265,11 +386,16 @@ class _Problem:
         return torch.cat([o.reshape(-1).to(torch.float64) for o in outputs])
 
     def tensors(self, arrays: Sequence[Array]) -> list[torch.Tensor]:
-        return [_to_torch(a, like) for a, like in zip(arrays, self.bases, strict=True)]
+        """Tensors of the checked inputs at a point (frozen entries at their own values)."""
+        tensors = [_to_torch(a, like) for a, like in zip(arrays, self.bases, strict=True)]
+        return [
+            t if mask is None else torch.where(mask, like, t)
+            for t, like, mask in zip(tensors, self.bases, self.frozen, strict=True)
+        ]
 
     def leaves(self) -> list[torch.Tensor]:
         """Fresh leaf copies of the checked inputs that require grad."""
-        return [b.detach().clone().requires_grad_(True) for b in self.bases]
+        return [_clone_layout(b).requires_grad_(True) for b in self.bases]
 
     def split(self, vector: torch.Tensor) -> list[torch.Tensor]:
         """Cut a flat vector over the outputs into tensors of the outputs' shapes and dtypes."""
@@ -306,4 +432,14 @@ class _Problem:
             )
         except RuntimeError as exc:
             raise _backward_error(exc, self.names) from exc
-        return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+        return [
+            self._unfrozen(torch.zeros_like(x) if g is None else _materialized(g), mask)
+            for g, x, mask in zip(grads, inputs, self.frozen or [None] * len(inputs), strict=True)
+        ]
+
+    @staticmethod
+    def _unfrozen(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Read a gradient as 0 at the frozen entries (Note [Frozen entries])."""
+        if mask is None or grad.shape != mask.shape:
+            return grad
+        return grad.masked_fill(mask, 0)

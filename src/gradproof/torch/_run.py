@@ -204,3 +204,21 @@ def _rename(value: Any, rename: Callable[[str], str]) -> Any:
         }
         return dataclasses.replace(value, **changes)
     return value
+
+
+def _with_subjects(
+    result: CheckResult, subjects: Mapping[str, tuple[str, str]], noun: str
+) -> CheckResult:
+    """Say what each report is about and under which heading it goes.
+
+    `subjects` maps a report's name to its subject (the input, or the
+    (output, input) pair, it is about) and its section (``""`` for the main,
+    reverse-mode check); the headline then counts `noun`s, not reports.
+    """
+    params = tuple(
+        dataclasses.replace(p, subject=subjects[p.name][0], section=subjects[p.name][1])
+        if p.name in subjects
+        else p
+        for p in result.params
+    )
+    return dataclasses.replace(result, params=params, subject_noun=noun)

@@ -31,6 +31,8 @@ class _Family:
     description: str
     aliases: list[list[str]]  # per term: the parameter blocks it reads
     display: dict[str, str]  # block alias -> the name shown in the report
+    subjects: dict[str, str]  # block alias -> what its report is about (an input, a pair)
+    section: str = ""  # the heading its reports come under ("": the main, reverse-mode check)
     base_points: list[list[Array]]  # per term: its blocks at the point
     base_values: list[float]  # per term: its value at the point
 
@@ -53,6 +55,11 @@ class _Combined:
     def __init__(self, families: list[_Family]) -> None:
         self.families = families
         self.names = {alias: name for f in families for alias, name in f.display.items()}
+        self.subjects = {
+            f.display[alias]: (subject, f.section)
+            for f in families
+            for alias, subject in f.subjects.items()
+        }  # the name shown -> (subject, section)
         self.base_bytes = [
             [[block.tobytes() for block in point] for point in f.base_points] for f in families
         ]
