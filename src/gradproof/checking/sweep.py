@@ -24,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FlatFunction, FloatArray
-from gradproof._words import noun
+from gradproof._words import counted, noun
 from gradproof.engine.evaluator import LossEvaluator
 from gradproof.errors import InputError, UserCodeError
 from gradproof.numerics.finite_diff import STENCILS, Samples, richardson, stencil_derivative
-from gradproof.numerics.kinks import KINK, SMOOTH, UNRESOLVED, resolve_entries
+from gradproof.numerics.kinks import DISCONTINUOUS, KINK, SMOOTH, UNRESOLVED, resolve_entries
 from gradproof.numerics.steps import machine_epsilon, offset_points, step_sizes
 from gradproof.numerics.tolerances import entry_tolerance
 
@@ -54,10 +54,13 @@ COMPLEX_STEP = 1e-20
 PASS, FAIL, INCONCLUSIVE, UNCHECKED = 0, 1, 2, 3
 # Why an entry is inconclusive.
 REASON_NONE, REASON_NON_FINITE, REASON_KINK, REASON_NO_SAFE_STEP = 0, 1, 2, 3
+REASON_DISCONTINUOUS, REASON_KINKS = 4, 5
 REASONS = {
     REASON_NON_FINITE: "non_finite",
     REASON_KINK: "kink",
     REASON_NO_SAFE_STEP: "no_safe_step",
+    REASON_DISCONTINUOUS: "discontinuous",
+    REASON_KINKS: "several_kinks",
 }
 
 Sampler = Callable[..., Samples]
@@ -221,6 +224,14 @@ def judge_coordinates(
     entries.interrupted = bool(np.any(wanted & ~entries.measured))
     if not resolve:
         return entries
+    if level0 is not None and not entries.interrupted:
+        # A central difference that is NaN because the loss is finite on one side only
+        # (Note [The edge of the domain]).
+        blank = np.flatnonzero(entries.measured & ~np.isfinite(entries.numeric))
+        edge = blank[_one_side_finite(problem, level0, blank) != 0]
+        if edge.size:
+            _edge_estimates(problem, entries, edge, level0)
+            entries.n_resolved += edge.size
     # A non-finite analytic entry next to a finite estimate is wrong whatever the step: it
     # is not re-measured.
     settled = ~np.isfinite(entries.analytic) & np.isfinite(entries.numeric)
@@ -433,7 +444,21 @@ def _resolve(
         if s.interrupted:
             entries.interrupted = True
             return
+    # Entries at the edge of the loss's domain are measured on its finite side instead.
+    edge = doubtful[_one_side_finite(p, level0, doubtful) != 0]
+    if edge.size:
+        _edge_estimates(p, entries, edge, level0)
+        doubtful = np.setdiff1d(doubtful, edge)
+        if not doubtful.size:
+            return
+    first_codes = entries.codes.copy()
     scale = np.maximum(np.abs(entries.analytic), np.abs(entries.numeric))
+    # Shrink while round-off stays below what matters for the entry: its tolerance, or, for
+    # an entry that failed, a fraction of its discrepancy (Note [A kink is a gap that persists]).
+    with np.errstate(invalid="ignore"):
+        discrepancy = np.where(
+            first_codes == FAIL, np.abs(entries.analytic - entries.numeric) / SHRINK_ROOM, 0.0
+        )
     resolution = resolve_entries(
         p.fun,
         x0,
@@ -445,7 +470,11 @@ def _resolve(
         f_minus=level0.f_minus,
         dtypes=p.sampling,
         noise=p.value_noise,
-        resolution=np.maximum(entries.rtol * np.nan_to_num(scale), entries.atol) + 1e-300,
+        resolution=np.maximum(
+            np.maximum(entries.rtol * np.nan_to_num(scale), entries.atol),
+            np.nan_to_num(discrepancy),
+        )
+        + 1e-300,
         sampler=p.sampler,
     )
     smooth = doubtful[resolution.status[doubtful] == SMOOTH]
@@ -454,7 +483,10 @@ def _resolve(
         0.0 if p.extra_bar is None else p.extra_bar[smooth]
     )
     entries.judge()
-    bracketed = doubtful[np.isin(resolution.status[doubtful], (KINK, UNRESOLVED))]
+    status = resolution.status[doubtful]
+    # An entry that passed, and whose gap could not be followed to a smaller step, keeps its
+    # verdict: round-off took over, no kink was shown (Note [A kink is a gap that persists]).
+    bracketed = doubtful[(status == KINK) | ((status == UNRESOLVED) & (first_codes[doubtful] != PASS))]
     left, right = resolution.left[bracketed], resolution.right[bracketed]
     entries.left[bracketed], entries.right[bracketed] = left, right
     entries.numeric[bracketed] = (left + right) / 2
@@ -468,5 +500,203 @@ def _resolve(
     is_kink = resolution.status[bracketed] == KINK
     entries.reason[bracketed] = np.where(is_kink, REASON_KINK, REASON_NO_SAFE_STEP)
     entries.codes[bracketed] = np.where(inside, INCONCLUSIVE, FAIL)
-    entries.n_resolved = int(np.count_nonzero(resolution.status[doubtful] >= 0))
+    # Outside the one-sided derivatives, the value may still be a limit of the gradient from
+    # nearby smooth points where several kinks meet (Note [Several kinks at once]).
+    outside = bracketed[~inside & np.isfinite(a)]
+    if outside.size:
+        _judge_limits(p, entries, outside, resolution.step)
+    jumps = doubtful[status == DISCONTINUOUS]
+    entries.left[jumps], entries.right[jumps] = resolution.left[jumps], resolution.right[jumps]
+    entries.numeric[jumps] = np.nan  # no derivative exists (Note [Jumps are not kinks])
+    entries.reason[jumps] = REASON_DISCONTINUOUS
+    entries.codes[jumps] = INCONCLUSIVE
+    entries.n_resolved = int(np.count_nonzero(resolution.status[doubtful] >= 0)) + edge.size
     entries.interrupted = entries.interrupted or resolution.interrupted
+
+
+SHRINK_ROOM = 8.0
+"""A failing entry is re-measured at smaller steps while their round-off stays below this
+fraction of its discrepancy: enough to tell truncation (which shrinks) from a bug (which stays)."""
+
+
+# -- several kinks at once ------------------------------------------------------------------------
+LIMIT_DIRECTIONS = 4
+"""Random directions whose rays, both ways, are followed to the point (Note [Several kinks ...])."""
+
+_LIMIT_SEED = 20_141_014
+"""Fixed seed of the displacements: a check is reproducible and leaves global generators alone."""
+
+
+def _judge_limits(
+    problem: CoordinateProblem,
+    entries: Entries,
+    outside: npt.NDArray[np.intp],
+    step: FloatArray,
+) -> None:
+    """Accept analytic values outside the one-sided derivatives that limiting gradients explain.
+
+    Note [Several kinks at once]
+        "Outside ``[left, right]`` is wrong" holds for one kink on the
+        coordinate's line. Where several kinks meet at the point (an input
+        that ties in one pooling window and wins in another, a parameter
+        that moves several pre-activations across their knots in different
+        directions), the backward pass a framework writes returns the limit
+        of the gradient along a tie-breaking direction, and that limit can
+        lie outside both one-sided derivatives along the coordinate. What a
+        correct backward pass may return is bounded by Clarke's generalized
+        gradient: the convex hull of the limits of gradients from nearby
+        points where the loss is smooth (Clarke 1983, Theorem 2.5.1). Its
+        projection on coordinate ``i`` is the interval between the smallest
+        and the largest limiting partial derivative.
+
+        So the entry is re-measured at points ``x + t d`` along
+        :data:`LIMIT_DIRECTIONS` random directions ``d`` (every coordinate
+        moved, both signs), at two distances ``t`` (a quarter and an eighth of
+        the first step), with a central difference 16 times finer than ``t``.
+        A point is used only if it is smooth along the coordinate there (its
+        one-sided derivatives agree); the two distances are extrapolated to
+        ``t = 0``, with their difference as error bar, giving one limiting
+        partial derivative per ray. The analytic value is a valid limiting
+        gradient (inconclusive, ``several_kinks``) when it lies between the
+        smallest and the largest of these and of the one-sided derivatives,
+        within the tolerance and the error bars. The sampled hull lies inside
+        the true one, so a value accepted is inside Clarke's; a value no
+        limiting gradient explains stays wrong.
+    """
+    p = problem
+    x0, n = p.x0, p.x0.size
+    rng = np.random.default_rng(_LIMIT_SEED)
+    low = np.minimum(entries.left[outside], entries.right[outside])
+    high = np.maximum(entries.left[outside], entries.right[outside])
+    bar = 4 * p.value_noise[outside] / step[outside]
+    n_evals = 0
+    for _ in range(LIMIT_DIRECTIONS):
+        direction = rng.choice((-1.0, 1.0), size=n) * rng.uniform(0.5, 1.0, size=n)
+        for sign in (1.0, -1.0):
+            found = []
+            for distance in (0.25, 0.125):
+                base = _rounded(x0 + sign * distance * p.h * direction, p.sampling)
+                try:
+                    minus, plus = offset_points(base, p.sampling, distance * p.h / 16, (-1.0, 1.0))
+                except InputError:
+                    return
+                s = p.sampler(p.fun, base, (plus, minus, base), indices=outside)
+                n_evals += s.n_evals
+                if s.interrupted:
+                    entries.interrupted = True
+                    return
+                f_plus, f_minus, f_base = (v[outside] for v in s.values)
+                width = (plus - minus)[outside]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    right = (f_plus - f_base) / (plus - base)[outside]
+                    left = (f_base - f_minus) / (base - minus)[outside]
+                    central = (f_plus - f_minus) / width
+                roundoff = 2 * p.value_noise[outside] / width
+                size = np.maximum.reduce([np.abs(central), np.abs(entries.analytic[outside])])
+                smooth_here = np.abs(right - left) <= KINK_GAP * size + 4 * roundoff
+                found.append((np.where(smooth_here, central, np.nan), roundoff))
+            (far, far_bar), (near, near_bar) = found
+            with np.errstate(invalid="ignore"):
+                limit = 2 * near - far  # linear in the distance along the ray, extrapolated to 0
+                spread = np.abs(near - far) + 2 * far_bar + 2 * near_bar
+                usable = np.isfinite(limit)
+            low = np.where(usable, np.minimum(low, limit), low)
+            high = np.where(usable, np.maximum(high, limit), high)
+            bar = np.where(usable, np.maximum(bar, spread), bar)
+    entries.direct_evals += n_evals
+    a = entries.analytic[outside]
+    slack = entries.rtol[outside] * np.maximum(np.abs(a), np.maximum(np.abs(low), np.abs(high)))
+    slack += entries.atol + bar
+    explained = (a >= low - slack) & (a <= high + slack)
+    accepted = outside[explained]
+    entries.reason[accepted] = REASON_KINKS
+    entries.codes[accepted] = INCONCLUSIVE
+
+
+def _rounded(x: FloatArray, sampling: list[tuple[slice, np.dtype[Any]]]) -> FloatArray:
+    """Round each span of a point to the dtype its coordinates are evaluated in."""
+    out = x.copy()
+    for span, dtype in sampling:
+        out[span] = x[span].astype(dtype).astype(np.float64)
+    return out
+
+
+# -- the edge of the loss's domain ----------------------------------------------------------------
+def _one_side_finite(
+    problem: CoordinateProblem, level0: _CentralLevel, indices: npt.NDArray[np.intp]
+) -> npt.NDArray[np.int8]:
+    """Per coordinate: +1 if only ``f(x + h)`` is finite, -1 if only ``f(x - h)``, else 0."""
+    side = np.zeros(problem.x0.size, dtype=np.int8)
+    if not np.isfinite(problem.f0):
+        return side[indices]
+    plus_ok, minus_ok = np.isfinite(level0.f_plus), np.isfinite(level0.f_minus)
+    side[plus_ok & ~minus_ok] = 1
+    side[minus_ok & ~plus_ok] = -1
+    return side[indices]
+
+
+def _edge_estimates(
+    problem: CoordinateProblem,
+    entries: Entries,
+    edge: npt.NDArray[np.intp],
+    level0: _CentralLevel,
+) -> None:
+    """Estimate derivatives at the edge of the loss's domain from its finite side.
+
+    Note [The edge of the domain]
+        Where the loss is finite on one side of the point and not on the
+        other (``sqrt``, ``log`` or ``x**1.5`` at 0, a probability at 1), a
+        central difference is NaN and a one-sided first-order one is too
+        coarse to judge by. The derivative is estimated on the finite side
+        with the second-order one-sided rule (the derivative of the quadratic
+        through ``f(x)``, ``f(x + s)`` and ``f(x + 2s)``) at the steps
+        ``s = h, h/2, h/4``. Its error is taken from how fast the three
+        estimates converge: with the observed contraction ``r = |D(h/4) -
+        D(h/2)| / |D(h/2) - D(h)|``, the error of ``D(h/4)`` is at most about
+        ``|D(h/4) - D(h/2)| r / (1 - r)`` (a geometric tail; ``r = 1/4`` on a
+        smooth loss, ``1/2`` for ``x**1.5``), plus round-off. Estimates that
+        do not converge (``r`` near 1) leave the entry inconclusive.
+    """
+    p = problem
+    side = _one_side_finite(p, level0, edge).astype(np.float64)
+    sides = np.zeros(p.x0.size)
+    sides[edge] = side
+    offsets = (0.25, 0.5, 1.0, 2.0)
+    columns = offset_points(p.x0, p.sampling, p.h * np.where(sides == 0, 1.0, sides), offsets)
+    s = p.sampler(p.fun, p.x0, columns, indices=edge)
+    entries.direct_evals += s.n_evals
+    t = [(c - p.x0)[edge] for c in columns]
+    f = [v[edge] for v in s.values]
+    f0 = p.f0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimates = [
+            _quadratic_slope(f0, f[i], f[i + 1], t[i], t[i + 1]) for i in (2, 1, 0)
+        ]  # at s = h, h/2, h/4
+        d1 = np.abs(estimates[1] - estimates[0])
+        d2 = np.abs(estimates[2] - estimates[1])
+        r = np.where(d1 > 0, d2 / d1, 0.0)
+        converging = np.isfinite(estimates[2]) & (r < 0.75)
+        bar = d2 * np.maximum(r, 0.25) / (1 - np.minimum(r, 0.75)) + d2 / 3
+        roundoff = 8 * p.value_noise[edge] / np.abs(t[0])
+    entries.numeric[edge] = np.where(converging, estimates[2], np.nan)
+    entries.error_bar[edge] = bar + roundoff + (0.0 if p.extra_bar is None else p.extra_bar[edge])
+    entries.reason[edge] = REASON_NONE
+    entries.judge()
+    measured = edge[converging]
+    if measured.size:
+        entries.notes.append(
+            f"{counted(measured.size, 'entry')} {noun(measured.size, 'sits', 'sit')} at the edge of the "
+            "loss's domain (the loss is not finite on one side): "
+            f"{noun(measured.size, 'its derivative was', 'their derivatives were')} measured "
+            "on the finite side with one-sided differences of second order."
+        )
+
+
+def _quadratic_slope(
+    f0: float, f1: FloatArray, f2: FloatArray, t1: FloatArray, t2: FloatArray
+) -> FloatArray:
+    """Slope at 0 of the parabola through ``(0, f0)``, ``(t1, f1)`` and ``(t2, f2)``."""
+    slope: FloatArray = (
+        -f0 * (t1 + t2) / (t1 * t2) + f1 * t2 / (t1 * (t2 - t1)) - f2 * t1 / (t2 * (t2 - t1))
+    )
+    return slope
