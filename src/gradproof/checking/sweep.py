@@ -453,12 +453,6 @@ def _resolve(
             return
     first_codes = entries.codes.copy()
     scale = np.maximum(np.abs(entries.analytic), np.abs(entries.numeric))
-    # Shrink while round-off stays below what matters for the entry: its tolerance, or, for
-    # an entry that failed, a fraction of its discrepancy (Note [A kink is a gap that persists]).
-    with np.errstate(invalid="ignore"):
-        discrepancy = np.where(
-            first_codes == FAIL, np.abs(entries.analytic - entries.numeric) / SHRINK_ROOM, 0.0
-        )
     resolution = resolve_entries(
         p.fun,
         x0,
@@ -470,11 +464,7 @@ def _resolve(
         f_minus=level0.f_minus,
         dtypes=p.sampling,
         noise=p.value_noise,
-        resolution=np.maximum(
-            np.maximum(entries.rtol * np.nan_to_num(scale), entries.atol),
-            np.nan_to_num(discrepancy),
-        )
-        + 1e-300,
+        resolution=np.maximum(entries.rtol * np.nan_to_num(scale), entries.atol) + 1e-300,
         sampler=p.sampler,
     )
     smooth = doubtful[resolution.status[doubtful] == SMOOTH]
@@ -512,11 +502,6 @@ def _resolve(
     entries.codes[jumps] = INCONCLUSIVE
     entries.n_resolved = int(np.count_nonzero(resolution.status[doubtful] >= 0)) + edge.size
     entries.interrupted = entries.interrupted or resolution.interrupted
-
-
-SHRINK_ROOM = 8.0
-"""A failing entry is re-measured at smaller steps while their round-off stays below this
-fraction of its discrepancy: enough to tell truncation (which shrinks) from a bug (which stays)."""
 
 
 # -- several kinks at once ------------------------------------------------------------------------
@@ -603,14 +588,27 @@ def _judge_limits(
             low = np.where(usable, np.minimum(low, limit), low)
             high = np.where(usable, np.maximum(high, limit), high)
             bar = np.where(usable, np.maximum(bar, spread), bar)
+            explained = _within(entries, outside, low, high, bar)
+            if np.all(explained):  # every value is explained: no need for more rays
+                break
+        else:
+            continue
+        break
     entries.direct_evals += n_evals
-    a = entries.analytic[outside]
-    slack = entries.rtol[outside] * np.maximum(np.abs(a), np.maximum(np.abs(low), np.abs(high)))
-    slack += entries.atol + bar
-    explained = (a >= low - slack) & (a <= high + slack)
-    accepted = outside[explained]
+    accepted = outside[_within(entries, outside, low, high, bar)]
     entries.reason[accepted] = REASON_KINKS
     entries.codes[accepted] = INCONCLUSIVE
+
+
+def _within(
+    entries: Entries, indices: npt.NDArray[np.intp], low: FloatArray, high: FloatArray, bar: FloatArray
+) -> BoolArray:
+    """Whether each analytic value lies in ``[low, high]``, within its tolerance and `bar`."""
+    a = entries.analytic[indices]
+    slack = entries.rtol[indices] * np.maximum(np.abs(a), np.maximum(np.abs(low), np.abs(high)))
+    slack += entries.atol + bar
+    inside: BoolArray = (a >= low - slack) & (a <= high + slack)
+    return inside
 
 
 def _rounded(x: FloatArray, sampling: list[tuple[slice, np.dtype[Any]]]) -> FloatArray:
