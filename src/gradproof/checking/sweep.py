@@ -131,6 +131,38 @@ class CoordinateProblem:
     roundoff: FloatArray | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SystematicFit:
+    """A tensor whose entries all deviate by one factor, far outside their error bars.
+
+    Attributes
+    ----------
+    indices : ndarray of int
+        The coordinates the factor was fitted on (the tensor's judged entries).
+    flagged : ndarray of int
+        The coordinates called wrong: those whose deviation exceeds their own
+        error bar (all of `indices` if none does alone).
+    factor : float
+        ``analytic / numeric``, fitted.
+    uncertainty : float
+        The factor's error bar, from the entries' error bars.
+    """
+
+    indices: npt.NDArray[np.intp]
+    flagged: npt.NDArray[np.intp]
+    factor: float
+    uncertainty: float
+
+    def moved(self, positions: npt.NDArray[np.intp]) -> SystematicFit:
+        """Return the fit with coordinate ``i`` renamed ``positions[i]`` (a subset's)."""
+        return SystematicFit(
+            indices=positions[self.indices],
+            flagged=positions[self.flagged],
+            factor=self.factor,
+            uncertainty=self.uncertainty,
+        )
+
+
 @dataclass
 class Entries:
     """Everything known about every coordinate while it is judged (mutable)."""
@@ -149,12 +181,20 @@ class Entries:
     interrupted: bool = False
     direct_evals: int = 0
     notes: list[str] = field(default_factory=list)
+    systematic: list[SystematicFit] = field(default_factory=list)
 
     def tolerance(self) -> FloatArray:
-        """Return the largest acceptable ``|analytic - numeric|`` of every coordinate."""
-        return entry_tolerance(
+        """Return the largest acceptable ``|analytic - numeric|`` of every coordinate.
+
+        Entries of a tensor with a systematic error (Note [Small systematic
+        errors]) are held to their error bars alone.
+        """
+        tolerance = entry_tolerance(
             self.analytic, self.numeric, self.error_bar, rtol=self.rtol, atol=self.atol
         )
+        for fit in self.systematic:
+            tolerance[fit.flagged] = self.atol + self.error_bar[fit.flagged]
+        return tolerance
 
     def judge(self) -> None:
         """Give every coordinate its verdict code from the numbers (kinks keep theirs)."""
@@ -169,6 +209,8 @@ class Entries:
         self.reason[non_finite] = REASON_NON_FINITE
         codes[self.reason == REASON_NON_FINITE] = INCONCLUSIVE
         codes[self.reason >= REASON_KINK] = self.codes[self.reason >= REASON_KINK]
+        for fit in self.systematic:
+            codes[fit.flagged] = FAIL
         codes[~self.measured] = UNCHECKED
         self.codes = codes
 
@@ -240,6 +282,8 @@ def judge_coordinates(
     )
     if doubtful.size and not entries.interrupted:
         _resolve(problem, entries, doubtful, level0)
+    if not entries.interrupted and problem.method != "complex":
+        _find_systematic(problem, entries, wanted)
     return entries
 
 
@@ -554,7 +598,6 @@ def _judge_limits(
     low = np.minimum(entries.left[outside], entries.right[outside])
     high = np.maximum(entries.left[outside], entries.right[outside])
     bar = 4 * p.value_noise[outside] / step[outside]
-    n_evals = 0
     for _ in range(LIMIT_DIRECTIONS):
         direction = rng.choice((-1.0, 1.0), size=n) * rng.uniform(0.5, 1.0, size=n)
         for sign in (1.0, -1.0):
@@ -566,7 +609,6 @@ def _judge_limits(
                 except InputError:
                     return
                 s = p.sampler(p.fun, base, (plus, minus, base), indices=outside)
-                n_evals += s.n_evals
                 if s.interrupted:
                     entries.interrupted = True
                     return
@@ -594,7 +636,6 @@ def _judge_limits(
         else:
             continue
         break
-    entries.direct_evals += n_evals
     accepted = outside[_within(entries, outside, low, high, bar)]
     entries.reason[accepted] = REASON_KINKS
     entries.codes[accepted] = INCONCLUSIVE
@@ -662,7 +703,6 @@ def _edge_estimates(
     offsets = (0.25, 0.5, 1.0, 2.0)
     columns = offset_points(p.x0, p.sampling, p.h * np.where(sides == 0, 1.0, sides), offsets)
     s = p.sampler(p.fun, p.x0, columns, indices=edge)
-    entries.direct_evals += s.n_evals
     t = [(c - p.x0)[edge] for c in columns]
     f = [v[edge] for v in s.values]
     f0 = p.f0
@@ -698,3 +738,135 @@ def _quadratic_slope(
         -f0 * (t1 + t2) / (t1 * t2) + f1 * t2 / (t1 * (t2 - t1)) - f2 * t1 / (t2 * (t2 - t1))
     )
     return slope
+
+
+# -- small systematic errors ----------------------------------------------------------------------
+SYSTEMATIC_SIGMAS = 10.0
+"""A tensor's fitted factor must differ from 1 by this many times its error bar (Note [Small
+systematic errors])."""
+
+SYSTEMATIC_MIN_ENTRIES = 4
+"""Entries a tensor needs for its factor to show a pattern: one wrong value fits any factor."""
+
+SYSTEMATIC_FLOOR = 1e-3
+"""The factor must also differ from 1 by this fraction of ``rtol`` (1e-8 in float64): below,
+the truncation and round-off models themselves are not trusted."""
+
+SYSTEMATIC_CONFIRMED = 8
+"""Entries per tensor re-measured by Richardson extrapolation to confirm a factor."""
+
+
+def _find_systematic(problem: CoordinateProblem, entries: Entries, wanted: BoolArray) -> None:
+    """Find tensors whose passing entries all deviate by one factor (Note [Small systematic errors]).
+
+    Note [Small systematic errors]
+        ``rtol`` (1e-5 in float64) covers what a first central difference
+        does not model, its truncation error, with a wide margin; the error
+        bars of the estimates (round-off and measured noise) are often orders
+        of magnitude smaller. A backward pass off by a relative 1e-5 on every
+        entry (an off-by-one in a large normaliser, ``1 / (m - 1)`` for
+        ``1 / m``) then passes entry by entry, although every entry deviates
+        the same way. So the passing entries of each tensor are fitted with
+        ``analytic = k * numeric``, weighting each by its error bar. The
+        tensor is wrong when
+
+        - the fit is consistent: at least 90% of the entries are within
+          their error bar (plus a quarter of the deviation) of ``k *
+          numeric``, so that one wrong entry is not spread into a factor;
+        - ``|k - 1|`` is more than :data:`SYSTEMATIC_SIGMAS` times the
+          factor's error bar and more than :data:`SYSTEMATIC_FLOOR` times
+          ``rtol``; and
+        - it is confirmed: up to :data:`SYSTEMATIC_CONFIRMED` of the best
+          resolved entries are re-measured at steps ``h/2`` and ``h/4`` and
+          Richardson-extrapolated, whose error bar covers truncation too, and
+          the factor fitted on them passes the same test.
+
+        At least :data:`SYSTEMATIC_MIN_ENTRIES` resolved entries are needed
+        (a single value fits any factor). The entries whose own deviation
+        exceeds their error bar are called wrong and held to their error
+        bars; the report gives the factor and its error bar.
+    """
+    p = problem
+    found: list[SystematicFit] = []
+    for span in p.groups:
+        group = np.arange(span.start or 0, span.stop)[wanted[span]]
+        codes = entries.codes[group]
+        if group.size < SYSTEMATIC_MIN_ENTRIES or np.any(codes == FAIL):
+            continue
+        passing = group[codes == PASS]
+        n, a, bar = entries.numeric[passing], entries.analytic[passing], entries.error_bar[passing]
+        resolved = passing[(np.abs(n) > 2 * bar) & (bar > 0)]
+        if resolved.size < SYSTEMATIC_MIN_ENTRIES:
+            continue
+        fit = _factor_fit(entries, resolved, entries.numeric[resolved], entries.error_bar[resolved])
+        if fit is None:
+            continue
+        confirmed = _confirm(p, entries, resolved)
+        if confirmed is None:
+            continue
+        k, sigma = confirmed
+        if abs(k - 1) <= 0.5 * abs(fit[0] - 1) or (k - 1) * (fit[0] - 1) <= 0:
+            continue
+        dev = np.abs(entries.analytic[resolved] - entries.numeric[resolved])
+        alone = resolved[dev > entries.error_bar[resolved] + entries.atol]
+        found.append(
+            SystematicFit(
+                indices=group,
+                flagged=alone if alone.size else resolved,
+                factor=k,
+                uncertainty=sigma,
+            )
+        )
+    if found:
+        entries.systematic.extend(found)
+        entries.judge()
+
+
+def _factor_fit(
+    entries: Entries, indices: npt.NDArray[np.intp], numeric: FloatArray, bar: FloatArray
+) -> tuple[float, float] | None:
+    """Fit ``analytic = k * numeric``; return ``(k, error bar)`` if it is a systematic error."""
+    a = entries.analytic[indices]
+    weight = 1.0 / bar**2
+    norm = float(np.sum(weight * numeric**2))
+    if not np.isfinite(norm) or norm <= 0:
+        return None
+    k = float(np.sum(weight * a * numeric)) / norm
+    sigma = 1.0 / np.sqrt(norm)
+    deviation = abs(k - 1)
+    floor = SYSTEMATIC_FLOOR * float(np.min(entries.rtol[indices]))
+    if not (deviation > SYSTEMATIC_SIGMAS * sigma and deviation > floor):
+        return None
+    consistent = np.abs(a - k * numeric) <= bar + 0.25 * deviation * np.abs(numeric)
+    if np.count_nonzero(consistent) < 0.9 * indices.size:
+        return None
+    return k, float(sigma)
+
+
+def _confirm(
+    problem: CoordinateProblem, entries: Entries, resolved: npt.NDArray[np.intp]
+) -> tuple[float, float] | None:
+    """Re-measure the best-resolved entries with Richardson extrapolation and refit the factor."""
+    p = problem
+    with np.errstate(divide="ignore"):
+        quality = np.abs(entries.numeric[resolved]) / entries.error_bar[resolved]
+    best = np.sort(resolved[np.argsort(-quality, kind="stable")[:SYSTEMATIC_CONFIRMED]])
+    if best.size < SYSTEMATIC_MIN_ENTRIES:
+        return None
+    try:
+        columns = offset_points(p.x0, p.sampling, p.h, (0.5, -0.5, 0.25, -0.25))
+    except InputError:
+        return None
+    s = p.sampler(p.fun, p.x0, columns, indices=best)
+    if s.interrupted or not np.all(s.measured[best]):
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coarse = (s.values[0] - s.values[1]) / (columns[0] - columns[1])
+        fine = (s.values[2] - s.values[3]) / (columns[2] - columns[3])
+    estimate, truncation = richardson(coarse[best], fine[best])
+    bar = truncation + 2 * p.value_noise[best] / (columns[2] - columns[3])[best]
+    if p.extra_bar is not None:
+        bar = bar + p.extra_bar[best]
+    if not np.all(np.isfinite(estimate)) or np.any(bar <= 0):
+        return None
+    return _factor_fit(entries, best, estimate, bar)

@@ -42,7 +42,10 @@ Note [A kink is a gap that persists]
     could be taken for, because its round-off would swamp both the derivative
     and the gap, is ``UNRESOLVED``: the caller keeps its first verdict if it
     passed (round-off took over, not a kink), and judges it by its one-sided
-    derivatives otherwise.
+    derivatives otherwise. An entry whose gap shrank like a smooth function's
+    once, before round-off stopped the steps, is taken as smooth, with an
+    error bar as wide as the whole change between its two central
+    differences: agreement within that bar is all the loss allows.
 
 Note [Jumps are not kinks]
     At a jump of the loss (a step function, a comparison with the parameter,
@@ -231,6 +234,7 @@ def resolve_entries(
     grows = np.zeros(n, dtype=np.int8)  # consecutive levels whose gap grew like a jump's
     persisted = np.zeros(n, dtype=bool)  # a gap stayed at a smaller step (Note [A kink is a ...])
     first = level
+    previous_central = np.full(n, np.nan)  # the central difference one level up
     for _ in range(MAX_LEVELS):
         h = h / SHRINK
         # Shrink only while round-off at the new step stays below what matters for the entry,
@@ -281,7 +285,9 @@ def resolve_entries(
         numeric[done] = estimate
         error_bar[done] = truncation + current.roundoff[done]
         step[shrinking] = h[shrinking]
-        level = _merge(level, current, shrinking[~smooth & ~jumped])
+        kept_on = shrinking[~smooth & ~jumped]
+        previous_central[kept_on] = level.central[kept_on]
+        level = _merge(level, current, kept_on)
         active = active[(status[active] != SMOOTH) & (status[active] != DISCONTINUOUS)]
     # What is left never shrank like a smooth function: a kink where its gap stayed at a
     # smaller step and stands out of the noise, otherwise undecided (Note [Kink test],
@@ -293,6 +299,13 @@ def resolve_entries(
             & (shrinks[active] == 0)
         )
         status[active] = np.where(kink, KINK, UNRESOLVED)
+        # One smooth shrink before round-off stopped the steps: an estimate whose error bar is
+        # the whole change between the two levels (Note [A kink is a gap that persists]).
+        once = active[(shrinks[active] >= 1) & ~kink & np.isfinite(previous_central[active])]
+        estimate, change = richardson(previous_central[once], level.central[once], ratio=SHRINK)
+        status[once] = SMOOTH
+        numeric[once] = estimate
+        error_bar[once] = change + np.abs(estimate - level.central[once]) + level.roundoff[once]
     # Gap-only levels watch the gap, not the derivative: their one-sided derivatives carry
     # more round-off than the first level's, which are reported instead; so are a jump's,
     # whose one-sided differences only grow at smaller steps.
