@@ -3,7 +3,7 @@
 For every correct case of :mod:`gradproof.corpus` (and of :mod:`gradproof.corpus.frontier`),
 in float64 and in float32 (``precision="native"``: the loss computes in float32), the
 correct gradient is checked as it is (a WRONG verdict is a false alarm) and multiplied by
-``1 + e`` on every entry for ``e`` = 1e-3, 3e-4, ..., 1e-9 (a WRONG verdict is a catch).
+``1 + e`` on every entry for ``e`` = 1e-2, 3e-3, ..., 1e-9 (a WRONG verdict is a catch).
 Each case's threshold is the smallest ``e`` from which every larger one is caught too.
 
 Run:  python benchmarks/systematic_errors.py [--json PATH]
@@ -24,7 +24,7 @@ import gradproof
 from gradproof import corpus
 from gradproof.corpus import frontier
 
-ERRORS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 3e-9, 1e-9)
+ERRORS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 3e-9, 1e-9)
 """The relative errors planted, largest first."""
 
 
@@ -80,7 +80,7 @@ def render(found: dict[str, Any]) -> str:
             f"{name}: {len(result['false_alarms'])} false alarms {result['false_alarms']}; "
             f"smallest caught: best {min(caught, default=float('nan')):.0e}, "
             f"median {median:.0e}, worst {max(caught, default=float('nan')):.0e} "
-            f"over {len(caught)} cases; none caught (even 1e-3) in {none}"
+            f"over {len(caught)} cases; none caught (even 1e-2) in {none}"
         )
     return "\n".join(lines)
 

@@ -536,7 +536,14 @@ def _resolve(
     entries.codes[bracketed] = np.where(inside, INCONCLUSIVE, FAIL)
     # Outside the one-sided derivatives, the value may still be a limit of the gradient from
     # nearby smooth points where several kinks meet (Note [Several kinks at once]).
-    outside = bracketed[~inside & np.isfinite(a)]
+    outside = bracketed[~inside & np.isfinite(a) & is_kink]
+    # A tensor already wrong at smooth entries is wrong whatever its kinks hold: the limits
+    # are sought only where they can change its verdict.
+    smooth_failures = (entries.codes == FAIL) & (entries.reason == REASON_NONE)
+    wrong_groups = np.zeros(x0.size, dtype=bool)
+    for span in p.groups:
+        wrong_groups[span] = np.any(smooth_failures[span])
+    outside = outside[~wrong_groups[outside]]
     if outside.size:
         _judge_limits(p, entries, outside, resolution.step)
     jumps = doubtful[status == DISCONTINUOUS]
@@ -580,8 +587,13 @@ def _judge_limits(
 
         So the entry is re-measured at points ``x + t d`` along
         :data:`LIMIT_DIRECTIONS` random directions ``d`` (every coordinate
-        moved, both signs), at two distances ``t`` (a quarter and an eighth of
-        the first step), with a central difference 16 times finer than ``t``.
+        moved, both signs) and along a ramp that makes earlier coordinates
+        larger (or, with the other sign, smaller): the tie-breaking direction
+        of "the first maximum wins", which argmax, max-pooling and sorting
+        follow, and which random directions find only by chance where many
+        values tie. Each point is taken at two distances ``t`` (a quarter and an eighth of
+        the first step), with a central difference 16 times finer than ``t``
+        (finer still along the ramp, whose entries are only ``1 / size`` apart).
         A point is used only if it is smooth along the coordinate there (its
         one-sided derivatives agree); the two distances are extrapolated to
         ``t = 0``, with their difference as error bar, giving one limiting
@@ -598,14 +610,29 @@ def _judge_limits(
     low = np.minimum(entries.left[outside], entries.right[outside])
     high = np.maximum(entries.left[outside], entries.right[outside])
     bar = 4 * p.value_noise[outside] / step[outside]
-    for _ in range(LIMIT_DIRECTIONS):
-        direction = rng.choice((-1.0, 1.0), size=n) * rng.uniform(0.5, 1.0, size=n)
+    # Within each tensor, earlier entries larger (the first maximum wins), by 1/size apart.
+    ramp, spacing = np.zeros(n), np.ones(n)
+    for span in p.groups:
+        size = len(range(n)[span])
+        ramp[span] = 1.0 - np.arange(size) / max(size, 1)
+        spacing[span] = 1.0 / max(size, 1)
+    for r in range(LIMIT_DIRECTIONS + 1):
+        jitter = rng.uniform(-1.0, 1.0, size=n)
+        if r == 0:
+            direction = ramp + 0.1 * spacing * jitter
+            # The difference along the coordinate must not cross the ties the ramp broke.
+            fineness = np.minimum(1 / 16, 0.4 * spacing)
+        else:
+            direction = np.sign(jitter) * (0.5 + 0.5 * np.abs(jitter))
+            fineness = np.full(n, 1 / 16)
         for sign in (1.0, -1.0):
             found = []
             for distance in (0.25, 0.125):
                 base = _rounded(x0 + sign * distance * p.h * direction, p.sampling)
                 try:
-                    minus, plus = offset_points(base, p.sampling, distance * p.h / 16, (-1.0, 1.0))
+                    minus, plus = offset_points(
+                        base, p.sampling, distance * p.h * fineness, (-1.0, 1.0)
+                    )
                 except InputError:
                     return
                 s = p.sampler(p.fun, base, (plus, minus, base), indices=outside)
@@ -745,7 +772,7 @@ SYSTEMATIC_SIGMAS = 10.0
 """A tensor's fitted factor must differ from 1 by this many times its error bar (Note [Small
 systematic errors])."""
 
-SYSTEMATIC_MIN_ENTRIES = 4
+SYSTEMATIC_MIN_ENTRIES = 3
 """Entries a tensor needs for its factor to show a pattern: one wrong value fits any factor."""
 
 SYSTEMATIC_FLOOR = 1e-3
