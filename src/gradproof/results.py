@@ -179,11 +179,15 @@ class InconclusiveEntry:
     left, right : float
         The loss's one-sided derivatives at the smallest step taken (NaN when
         the loss was not finite nearby).
-    reason : {"kink", "no_safe_step", "non_finite"}
+    reason : {"kink", "no_safe_step", "non_finite", "discontinuous", "several_kinks"}
         ``kink``: the loss has a kink here (one-sided derivatives that
         differ at every step); ``no_safe_step``: no step could be taken that is
         both smooth and above the noise; ``non_finite``: the loss was not
-        finite at a neighbouring point.
+        finite at a neighbouring point; ``discontinuous``: the loss jumps here
+        (one-sided differences that grow as the step shrinks), so no
+        derivative exists; ``several_kinks``: several kinks meet here and the
+        analytic value, outside the one-sided derivatives, is a limit of the
+        gradient from nearby smooth points.
     subgradient : bool
         Whether the analytic value lies between the one-sided derivatives
         (within tolerance): at a kink it is then a valid subgradient.
