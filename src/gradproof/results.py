@@ -37,6 +37,7 @@ DiagnosisKind = Literal[
     "sign",
     "scale",
     "few_entries",
+    "one_entry",
     "axis",
     "swapped",
     "unknown",
@@ -52,8 +53,9 @@ class Diagnosis:
     ----------
     kind : DiagnosisKind
         The pattern found: ``"non_finite"``, ``"zero"``, ``"transpose"``,
-        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"axis"``, ``"swapped"``
-        or ``"unknown"``.
+        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"one_entry"`` (a
+        parameter with a single entry checked, which no pattern can describe),
+        ``"axis"``, ``"swapped"`` or ``"unknown"``.
     summary : str
         One line saying what the error looks like, e.g. ``analytic = 2 x numeric``.
     hint : str
@@ -62,7 +64,8 @@ class Diagnosis:
         For ``scale`` and ``sign``: the fitted ``k`` in ``analytic = k * numeric``;
         for ``transpose``: the ``k`` in ``analytic = k * numeric.T``.
     entries : tuple of tuple of int
-        For ``few_entries``: the index of every wrong entry, in C order.
+        For ``few_entries``: the index of every wrong entry, in C order; for
+        ``one_entry``: the index of that entry.
     axis : int or None
         For ``axis``: the axis along which the error is the same, or across
         whose slices the wrong entries lie.

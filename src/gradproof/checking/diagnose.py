@@ -326,7 +326,7 @@ def _one_entry_diagnosis(
     index = tuple(int(i) for i in np.argwhere(usable)[0]) if shape else ()
     where = f" ({format_index(name, index)})" if shape and int(np.prod(shape)) > 1 else ""
     return Diagnosis(
-        kind="few_entries",
+        kind="one_entry",
         summary=(
             f"its one entry{where} is wrong: analytic {analytic:.6g}, numeric {numeric:.6g}"
         ),

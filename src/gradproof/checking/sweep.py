@@ -266,13 +266,14 @@ def judge_coordinates(
     entries.interrupted = bool(np.any(wanted & ~entries.measured))
     if not resolve:
         return entries
-    if level0 is not None and not entries.interrupted:
-        # A central difference that is NaN because the loss is finite on one side only
-        # (Note [The edge of the domain]).
-        blank = np.flatnonzero(entries.measured & ~np.isfinite(entries.numeric))
-        edge = blank[_one_side_finite(problem, level0, blank) != 0]
+    blank = np.flatnonzero(entries.measured & ~np.isfinite(entries.numeric))
+    if blank.size and not entries.interrupted and np.isfinite(problem.f0):
+        # An estimate that is NaN because the loss is finite on one side only (Note [The edge
+        # of the domain]); one-sided methods first sample both sides to see which.
+        level = level0 if level0 is not None else _central_pair(problem, blank)
+        edge = blank[_one_side_finite(problem, level, blank) != 0]
         if edge.size:
-            _edge_estimates(problem, entries, edge, level0)
+            _edge_estimates(problem, entries, edge, level)
             entries.n_resolved += edge.size
     # A non-finite analytic entry next to a finite estimate is wrong whatever the step: it
     # is not re-measured.
@@ -296,6 +297,15 @@ class _CentralLevel:
     minus: FloatArray
     f_plus: FloatArray
     f_minus: FloatArray
+    interrupted: bool = False
+
+
+def _central_pair(problem: CoordinateProblem, indices: npt.NDArray[np.intp]) -> _CentralLevel:
+    """Sample ``x +- h`` for the given coordinates (one-sided methods have only one side)."""
+    p = problem
+    minus, plus = offset_points(p.x0, p.sampling, p.h, (-1.0, 1.0))
+    s = p.sampler(p.fun, p.x0, (plus, minus), indices=indices)
+    return _CentralLevel(plus, minus, s.values[0], s.values[1], s.interrupted)
 
 
 def _new_entries(
@@ -482,10 +492,8 @@ def _resolve(
     p = problem
     x0 = p.x0
     if level0 is None:  # one-sided methods: sample the other side to start from a central pair
-        minus, plus = offset_points(x0, p.sampling, p.h, (-1.0, 1.0))
-        s = p.sampler(p.fun, x0, (plus, minus), indices=doubtful)
-        level0 = _CentralLevel(plus, minus, s.values[0], s.values[1])
-        if s.interrupted:
+        level0 = _central_pair(p, doubtful)
+        if level0.interrupted:
             entries.interrupted = True
             return
     # Entries at the edge of the loss's domain are measured on its finite side instead.
@@ -740,9 +748,11 @@ def _edge_estimates(
         d1 = np.abs(estimates[1] - estimates[0])
         d2 = np.abs(estimates[2] - estimates[1])
         r = np.where(d1 > 0, d2 / d1, 0.0)
-        converging = np.isfinite(estimates[2]) & (r < 0.75)
-        bar = d2 * np.maximum(r, 0.25) / (1 - np.minimum(r, 0.75)) + d2 / 3
         roundoff = 8 * p.value_noise[edge] / np.abs(t[0])
+        # Converging, or already settled within round-off at every step.
+        converging = np.isfinite(estimates[2]) & ((r < 0.75) | (np.maximum(d1, d2) <= roundoff))
+        r = np.minimum(r, 0.75)
+        bar = d2 * np.maximum(r, 0.25) / (1 - r) + d2 / 3
     entries.numeric[edge] = np.where(converging, estimates[2], np.nan)
     entries.error_bar[edge] = bar + roundoff + (0.0 if p.extra_bar is None else p.extra_bar[edge])
     entries.reason[edge] = REASON_NONE
@@ -761,9 +771,8 @@ def _quadratic_slope(
     f0: float, f1: FloatArray, f2: FloatArray, t1: FloatArray, t2: FloatArray
 ) -> FloatArray:
     """Slope at 0 of the parabola through ``(0, f0)``, ``(t1, f1)`` and ``(t2, f2)``."""
-    slope: FloatArray = (
-        -f0 * (t1 + t2) / (t1 * t2) + f1 * t2 / (t1 * (t2 - t1)) - f2 * t1 / (t2 * (t2 - t1))
-    )
+    # Differences from f0 first: the weights sum to 0, and f0 times them only adds round-off.
+    slope: FloatArray = (f1 - f0) * t2 / (t1 * (t2 - t1)) - (f2 - f0) * t1 / (t2 * (t2 - t1))
     return slope
 
 

@@ -241,11 +241,10 @@ def resolve_entries(
         # or, a few times, while the gap stands out of its round-off (Note [Kink test]).
         room = noise[active] / h[active] <= resolution[active]
         with np.errstate(invalid="ignore"):
-            gap_room = (
-                (np.abs(level.gap[active]) > 16 * noise[active] / h[active])
-                & ((gap_only[active] < SMOOTH_SHRINKS) | (grows[active] > 0))
-                & ~measured_derivative[active]
-                & ~stayed[active]
+            gap_room = (np.abs(level.gap[active]) > 16 * noise[active] / h[active]) & (
+                ((gap_only[active] < SMOOTH_SHRINKS) & ~measured_derivative[active] & ~stayed[active])
+                # a gap that grew like a jump's is followed one more level (Note [Jumps ...])
+                | (grows[active] > 0)
             )
         gap_only[active[gap_room & ~room]] += 1
         measured_derivative[active[room]] = True
