@@ -30,7 +30,9 @@ ERRORS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8
 
 def _scaled(grad: Callable[[Any], Any], factor: float, dtype: Any) -> Callable[[Any], Any]:
     def scaled(p: Any) -> Any:
-        return {k: (np.asarray(v, dtype=np.float64) * factor).astype(dtype) for k, v in grad(p).items()}
+        return {
+            k: (np.asarray(v, dtype=np.float64) * factor).astype(dtype) for k, v in grad(p).items()
+        }
 
     return scaled
 

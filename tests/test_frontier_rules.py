@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gradproof import Verdict, check
 from gradproof.numerics.finite_diff import sample
-from gradproof.numerics.kinks import DISCONTINUOUS, KINK, SMOOTH, resolve_entries
+from gradproof.numerics.kinks import DISCONTINUOUS, KINK, resolve_entries
 from gradproof.numerics.steps import offset_points
 
 F64 = [(slice(0, 1), np.dtype(np.float64))]
@@ -117,7 +117,7 @@ def test_relu_knots_meeting_at_the_point_accept_the_frameworks_value(weights, ti
     # point as a kink (docs/verdicts.md, "What is left").
     right = np.sum(c[:, None] * np.maximum(X, 0.0), axis=0)
     left = np.sum(c[:, None] * np.minimum(X, 0.0), axis=0)
-    inside = (np.minimum(left, right) <= 0) & (0 <= np.maximum(left, right))
+    inside = (np.minimum(left, right) <= 0) & (np.maximum(left, right) >= 0)
     assume(np.all(inside | (left != right)))
 
     def loss(w):
@@ -155,9 +155,7 @@ def test_the_edge_of_the_domain_is_measured_on_its_finite_side(method, power):
 # -- one entry, dialects, the relative difference line -------------------------------------------
 @pytest.mark.parametrize("params", [np.float64(1.5), np.array([1.5])], ids=["scalar", "one-entry"])
 def test_one_entry_gets_no_factor_diagnosis_but_both_values(params):
-    result = check(
-        lambda p: float(np.sum(np.asarray(p) ** 2)), lambda p: 3 * np.asarray(p), params
-    )
+    result = check(lambda p: float(np.sum(np.asarray(p) ** 2)), lambda p: 3 * np.asarray(p), params)
     d = result["params"].diagnosis
     assert d is not None and d.kind == "one_entry"
     assert d.summary == "its one entry is wrong: analytic 4.5, numeric 3"
@@ -167,11 +165,19 @@ def test_one_entry_gets_no_factor_diagnosis_but_both_values(params):
 def test_one_wrong_entry_beside_a_right_tensor_names_only_its_values():
     result = check(
         lambda p: float(p["a"] ** 2 + np.sum(p["w"] ** 2)),
-        lambda p: {"a": -2 * p["a"], "w": 2 * p["w"]},
+        lambda p: {"a": 3 * p["a"], "w": 2 * p["w"]},
         {"a": np.float64(2.0), "w": np.ones(3)},
     )
     assert result.suspects == ("a",)
-    assert result["a"].diagnosis.summary == "its one entry is wrong: analytic -4, numeric 4"
+    d = result["a"].diagnosis
+    assert d is not None and d.summary == "its one entry is wrong: analytic 6, numeric 4"
+
+
+def test_one_entry_with_the_opposite_value_is_a_sign_flip_with_both_values():
+    result = check(lambda p: float(np.sum(p**2)), lambda p: -2 * p, np.array([[0.5]]))
+    d = result["params"].diagnosis
+    assert d is not None and d.kind == "sign"
+    assert d.summary == "its one entry has its sign flipped: analytic -1, numeric 1"
 
 
 @pytest.mark.parametrize(
@@ -191,7 +197,9 @@ def test_hints_speak_the_dialect_of_the_code(dialect, absent, present):
         return g
 
     result = check(lambda p: float(np.sum(p**2)), grad, n, dialect=dialect)
-    hint = result["params"].diagnosis.hint
+    diagnosis = result["params"].diagnosis
+    assert diagnosis is not None
+    hint = diagnosis.hint
     assert present in hint and absent not in hint
 
 
@@ -201,7 +209,9 @@ def test_non_finite_hints_never_give_numpy_advice_to_frameworks(dialect):
         lambda p: float(np.sum(p**2)), lambda p: np.where(p > 0, np.nan, 2 * p),
         np.array([1.0, -1.0]), dialect=dialect,
     )  # fmt: skip
-    hint = result["params"].diagnosis.hint
+    diagnosis = result["params"].diagnosis
+    assert diagnosis is not None
+    hint = diagnosis.hint
     assert "clip probabilities" not in hint
     assert ("torch.log" if dialect == "torch" else "jnp.where") in hint
 
@@ -247,7 +257,7 @@ def test_a_systematic_error_far_outside_the_error_bars_is_caught(seed, error):
     result = check(loss, lambda v: (1 + error) * grad(v), w)
     assert result.suspects == ("params",), str(result)
     d = result["params"].diagnosis
-    assert d.kind == "scale"
+    assert d is not None and d.kind == "scale"
     assert d.factor == pytest.approx(1 + error, abs=abs(error) / 100)
 
 

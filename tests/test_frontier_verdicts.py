@@ -39,7 +39,9 @@ def test_correct_code_at_the_frontier_is_never_wrong(case, mode):
 def test_several_kinks_are_judged_by_the_limits_of_the_gradient(case):
     result = check(case.loss, case.grad, case.params, mode="full")
     assert result.verdict is Verdict.INCONCLUSIVE, str(result)
-    several = [e for p in result.params for e in p.inconclusive_entries if e.reason == "several_kinks"]
+    several = [
+        e for p in result.params for e in p.inconclusive_entries if e.reason == "several_kinks"
+    ]
     assert several, str(result)
     for entry in several:
         # The rule fired where the single-kink rule would call the value wrong.

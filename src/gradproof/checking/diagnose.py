@@ -321,15 +321,22 @@ def _one_entry_diagnosis(
         some multiple of the right one, so "analytic = 3/2 × numeric" on a
         scalar or a one-entry tensor says nothing the two values do not.
         Such a parameter is diagnosed as its one wrong entry, with both
-        values.
+        values; only the exact opposite value is named, as a sign flip.
     """
     index = tuple(int(i) for i in np.argwhere(usable)[0]) if shape else ()
     where = f" ({format_index(name, index)})" if shape and int(np.prod(shape)) > 1 else ""
+    values = f"analytic {analytic:.6g}, numeric {numeric:.6g}"
+    if numeric != 0 and abs(analytic + numeric) <= 1e-6 * abs(numeric):
+        # The opposite value exactly is a recognisable mistake even in one entry.
+        return Diagnosis(
+            kind="sign",
+            summary=f"its one entry{where} has its sign flipped: {values}",
+            hint=f"The sign of `{name}`'s gradient is flipped: look for a `-` too many or too few.",
+            factor=-1.0,
+        )
     return Diagnosis(
         kind="one_entry",
-        summary=(
-            f"its one entry{where} is wrong: analytic {analytic:.6g}, numeric {numeric:.6g}"
-        ),
+        summary=(f"its one entry{where} is wrong: {values}"),
         hint=(
             f"`{name}` has a single entry checked, so no pattern can be told from it (any wrong "
             "value is some multiple of the right one): re-derive its backward term by term."

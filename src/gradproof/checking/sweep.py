@@ -528,7 +528,9 @@ def _resolve(
     status = resolution.status[doubtful]
     # An entry that passed, and whose gap could not be followed to a smaller step, keeps its
     # verdict: round-off took over, no kink was shown (Note [A kink is a gap that persists]).
-    bracketed = doubtful[(status == KINK) | ((status == UNRESOLVED) & (first_codes[doubtful] != PASS))]
+    bracketed = doubtful[
+        (status == KINK) | ((status == UNRESOLVED) & (first_codes[doubtful] != PASS))
+    ]
     left, right = resolution.left[bracketed], resolution.right[bracketed]
     entries.left[bracketed], entries.right[bracketed] = left, right
     entries.numeric[bracketed] = (left + right) / 2
@@ -677,7 +679,11 @@ def _judge_limits(
 
 
 def _within(
-    entries: Entries, indices: npt.NDArray[np.intp], low: FloatArray, high: FloatArray, bar: FloatArray
+    entries: Entries,
+    indices: npt.NDArray[np.intp],
+    low: FloatArray,
+    high: FloatArray,
+    bar: FloatArray,
 ) -> BoolArray:
     """Whether each analytic value lies in ``[low, high]``, within its tolerance and `bar`."""
     a = entries.analytic[indices]
@@ -760,8 +766,8 @@ def _edge_estimates(
     measured = edge[converging]
     if measured.size:
         entries.notes.append(
-            f"{counted(measured.size, 'entry')} {noun(measured.size, 'sits', 'sit')} at the edge of the "
-            "loss's domain (the loss is not finite on one side): "
+            f"{counted(measured.size, 'entry')} {noun(measured.size, 'sits', 'sit')} at the edge "
+            "of the loss's domain (the loss is not finite on one side): "
             f"{noun(measured.size, 'its derivative was', 'their derivatives were')} measured "
             "on the finite side with one-sided differences of second order."
         )
@@ -793,7 +799,7 @@ SYSTEMATIC_CONFIRMED = 8
 
 
 def _find_systematic(problem: CoordinateProblem, entries: Entries, wanted: BoolArray) -> None:
-    """Find tensors whose passing entries all deviate by one factor (Note [Small systematic errors]).
+    """Find tensors whose passing entries all deviate by one factor (Note [Small systematic ...]).
 
     Note [Small systematic errors]
         ``rtol`` (1e-5 in float64) covers what a first central difference
@@ -830,7 +836,7 @@ def _find_systematic(problem: CoordinateProblem, entries: Entries, wanted: BoolA
         if group.size < SYSTEMATIC_MIN_ENTRIES or np.any(codes == FAIL):
             continue
         passing = group[codes == PASS]
-        n, a, bar = entries.numeric[passing], entries.analytic[passing], entries.error_bar[passing]
+        n, bar = entries.numeric[passing], entries.error_bar[passing]
         resolved = passing[(np.abs(n) > 2 * bar) & (bar > 0)]
         if resolved.size < SYSTEMATIC_MIN_ENTRIES:
             continue

@@ -359,8 +359,7 @@ def threshold_penalty() -> tuple[Case, tuple[Bug, ...]]:
     """
     return assemble(
         name="threshold-penalty",
-        description="A quadratic loss plus a count of entries above 0.5, one entry exactly at "
-        "0.5.",
+        description="A quadratic loss plus a count of entries above 0.5, one entry exactly at 0.5.",
         params={"x": np.array([0.25, 0.5, 1.5, -1.0])},
         data=frozen_data(),
         forward=_threshold_forward,
@@ -373,7 +372,7 @@ def threshold_penalty() -> tuple[Case, tuple[Bug, ...]]:
 
 def _integer_forward(p: Any, data: Mapping[str, Any]) -> tuple[float, Cache]:
     # A loss that only takes whole values, returned as a Python int: floor of a sum.
-    return int(np.floor(np.sum(p["x"]))), {}  # type: ignore[return-value]
+    return int(np.floor(np.sum(p["x"]))), {}
 
 
 def _integer_backward(p: Any, data: Mapping[str, Any], cache: Cache, bug: str | None) -> Grads:

@@ -242,7 +242,11 @@ def resolve_entries(
         room = noise[active] / h[active] <= resolution[active]
         with np.errstate(invalid="ignore"):
             gap_room = (np.abs(level.gap[active]) > 16 * noise[active] / h[active]) & (
-                ((gap_only[active] < SMOOTH_SHRINKS) & ~measured_derivative[active] & ~stayed[active])
+                (
+                    (gap_only[active] < SMOOTH_SHRINKS)
+                    & ~measured_derivative[active]
+                    & ~stayed[active]
+                )
                 # a gap that grew like a jump's is followed one more level (Note [Jumps ...])
                 | (grows[active] > 0)
             )
@@ -270,7 +274,11 @@ def resolve_entries(
         with np.errstate(invalid="ignore", divide="ignore"):
             growth = np.abs(current.gap[shrinking]) / np.abs(level.gap[shrinking])
             size = np.abs(current.gap[shrinking]) * current.width[shrinking] / 2
-            grown = (growth > JUMP_GROWTH) & (growth < SHRINK**2) & (size > JUMP_NOISE * noise[shrinking])
+            grown = (
+                (growth > JUMP_GROWTH)
+                & (growth < SHRINK**2)
+                & (size > JUMP_NOISE * noise[shrinking])
+            )
         grows[shrinking] = np.where(grown, grows[shrinking] + 1, 0)
         jumped = grows[shrinking] >= SMOOTH_SHRINKS
         status[shrinking[jumped]] = DISCONTINUOUS

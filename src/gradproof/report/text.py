@@ -306,7 +306,9 @@ def _relative_difference_line(result: CheckResult) -> str:
     elif judged:
         covers = f"the {counted(judged, 'entry', 'entries')} measured one by one"
     else:
-        return "Relative difference (the assignment's formula): none, no entry was measured one by one"
+        return (
+            "Relative difference (the assignment's formula): none, no entry was measured one by one"
+        )
     return (
         f"Relative difference, {covers} (the assignment's formula): "
         f"{_num(result.relative_difference, 6)}"
