@@ -17,7 +17,7 @@ for the random (dropout) case it is re-seeded before every evaluation, which giv
 checkers gradproof's ``seed=`` for free.
 
 "Smallest systematic error caught" multiplies the correct gradient of every smooth case
-(no kink, no measured noise) by ``1 + e`` for ``e`` = 1e-2, 3e-3, ..., 1e-9 and reports, over
+(no kink, no measured noise, a gradient not 0, passed by the checker) by ``1 + e`` for ``e`` = 1e-2, 3e-3, ..., 1e-9 and reports, over
 those cases, the median and the worst of the smallest ``e`` from which every larger one is
 called wrong.
 
@@ -181,6 +181,13 @@ def _is_smooth(case: corpus.Case) -> bool:
     return "kink" not in case.tags
 
 
+def _nonzero(case: corpus.Case) -> bool:
+    """Whether the case's gradient is far from 0 (a factor on a zero gradient changes nothing)."""
+    tree, x = ParamTree.flatten(case.params)
+    g = tree.flatten_like(_seeded(case.grad, case.seed)(tree.unflatten(x.copy())))
+    return bool(np.max(np.abs(g)) > 1e-12)
+
+
 def _scaled(grad: Callable[[Any], Any], factor: float) -> Callable[[Any], Any]:
     def scaled(p: Any) -> Any:
         return {k: np.asarray(v, dtype=np.float64) * factor for k, v in grad(p).items()}
@@ -202,9 +209,11 @@ def _smallest_systematic(
         found.append(smallest)
     if not found:
         return "-"
-    worst = max(found)
-    shown = "none" if math.isinf(worst) else f"{worst:.0e}"
-    return f"{statistics.median(found):.0e} ({shown})"
+
+    def shown(value: float) -> str:
+        return "none" if math.isinf(value) else f"{value:.0e}"
+
+    return f"{shown(statistics.median(found))} ({shown(max(found))})"
 
 
 def measure(
@@ -237,8 +246,8 @@ def measure(
             else:
                 tally.missed_bugs.append(f"{case.name}/{bug.name}")
         tally.seconds = time.perf_counter() - started
-        if systematic:  # where the checker raises no false alarm already
-            kept = tuple(c for c in plain if c.name not in tally.false_alarm_cases)
+        if systematic:  # where the checker passes the correct code, and a factor shows
+            kept = tuple(c for c in plain if _nonzero(c) and checker(c, c.grad)[0] == "pass")
             tally.systematic = _smallest_systematic(checker, kept)
     return tallies
 

@@ -601,9 +601,12 @@ def _judge_limits(
         larger (or, with the other sign, smaller): the tie-breaking direction
         of "the first maximum wins", which argmax, max-pooling and sorting
         follow, and which random directions find only by chance where many
-        values tie. Each point is taken at two distances ``t`` (a quarter and an eighth of
-        the first step), with a central difference 16 times finer than ``t``
-        (finer still along the ramp, whose entries are only ``1 / size`` apart).
+        values tie. Each point is taken at two distances ``t`` (a quarter and an
+        eighth of the first step), with a central difference 4 times finer than
+        ``t`` (finer still along the ramp, whose entries are only ``1 / size``
+        apart), but never so fine that its round-off exceeds a quarter of the
+        entry's tolerance; a limit whose error bar exceeds the tolerance is not
+        used, so imprecise measurements never excuse a value.
         A point is used only if it is smooth along the coordinate there (its
         one-sided derivatives agree); the two distances are extrapolated to
         ``t = 0``, with their difference as error bar, giving one limiting
@@ -626,23 +629,30 @@ def _judge_limits(
         size = len(range(n)[span])
         ramp[span] = 1.0 - np.arange(size) / max(size, 1)
         spacing[span] = 1.0 / max(size, 1)
+    # The finest step whose round-off stays below a quarter of the entry's tolerance.
+    scale = np.maximum(np.abs(entries.analytic[outside]), np.maximum(np.abs(low), np.abs(high)))
+    tolerance = entries.rtol[outside] * scale + entries.atol
+    coarsest = np.zeros(n)
+    with np.errstate(divide="ignore"):
+        coarsest[outside] = 8 * p.value_noise[outside] / tolerance
     for r in range(LIMIT_DIRECTIONS + 1):
         jitter = rng.uniform(-1.0, 1.0, size=n)
         if r == 0:
             direction = ramp + 0.1 * spacing * jitter
             # The difference along the coordinate must not cross the ties the ramp broke.
-            fineness = np.minimum(1 / 16, 0.4 * spacing)
+            fineness = np.minimum(1 / 4, 0.4 * spacing)
         else:
             direction = np.sign(jitter) * (0.5 + 0.5 * np.abs(jitter))
-            fineness = np.full(n, 1 / 16)
+            fineness = np.full(n, 1 / 4)
         for sign in (1.0, -1.0):
             found = []
             for distance in (0.25, 0.125):
                 base = _rounded(x0 + sign * distance * p.h * direction, p.sampling)
                 try:
-                    minus, plus = offset_points(
-                        base, p.sampling, distance * p.h * fineness, (-1.0, 1.0)
+                    fine = np.minimum(
+                        np.maximum(distance * p.h * fineness, coarsest), distance * p.h / 2
                     )
+                    minus, plus = offset_points(base, p.sampling, fine, (-1.0, 1.0))
                 except InputError:
                     return
                 s = p.sampler(p.fun, base, (plus, minus, base), indices=outside)
@@ -663,7 +673,9 @@ def _judge_limits(
             with np.errstate(invalid="ignore"):
                 limit = 2 * near - far  # linear in the distance along the ray, extrapolated to 0
                 spread = np.abs(near - far) + 2 * far_bar + 2 * near_bar
-                usable = np.isfinite(limit)
+                # A limit less precise than the tolerance cannot tell a right value from a
+                # wrong one: it is not used (the entry keeps its verdict).
+                usable = np.isfinite(limit) & (spread <= tolerance)
             low = np.where(usable, np.minimum(low, limit), low)
             high = np.where(usable, np.maximum(high, limit), high)
             bar = np.where(usable, np.maximum(bar, spread), bar)

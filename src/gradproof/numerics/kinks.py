@@ -52,12 +52,14 @@ Note [Jumps are not kinks]
     a loss that only takes whole values) the one-sided difference across it
     is ``J / h``: it grows as the step shrinks, and so does the gap, by about
     the shrink factor per level, whereas a kink's gap stays and a smooth gap
-    shrinks. A level whose gap grew more than :data:`JUMP_GROWTH` times, with
-    the implied jump ``gap * h`` far above the loss's noise, settles it:
-    at two levels in a row settles it (a step far larger than the scale on
-    which the loss varies can make a smooth gap grow once): the entry is
-    ``DISCONTINUOUS``, no derivative exists there, and no
-    analytic value can be right or wrong.
+    shrinks. But a smooth loss whose scale of variation is far below the
+    step (parameters near 1e-6 with a float32 step of 5e-3) also looks like
+    a jump until the step gets below that scale. So an entry whose gap grows
+    is followed down to the smallest step (:data:`MAX_LEVELS`), and it is
+    ``DISCONTINUOUS`` only if its gap was still growing, by more than
+    :data:`JUMP_GROWTH` at each of the last two levels at least, with the
+    implied jump ``gap * h`` far above the loss's noise. No derivative
+    exists there, and no analytic value can be right or wrong.
 """
 
 from __future__ import annotations
@@ -280,8 +282,7 @@ def resolve_entries(
                 & (size > JUMP_NOISE * noise[shrinking])
             )
         grows[shrinking] = np.where(grown, grows[shrinking] + 1, 0)
-        jumped = grows[shrinking] >= SMOOTH_SHRINKS
-        status[shrinking[jumped]] = DISCONTINUOUS
+        jumped = grown  # followed to the end of the steps (Note [Jumps are not kinks])
         stayed[shrinking] |= kept & ~grown & ~measured_derivative[shrinking]
         persisted[shrinking] |= ~looks_smooth & ~grown
         shrinks[shrinking] = np.where(looks_smooth, shrinks[shrinking] + 1, 0)
@@ -292,10 +293,10 @@ def resolve_entries(
         numeric[done] = estimate
         error_bar[done] = truncation + current.roundoff[done]
         step[shrinking] = h[shrinking]
-        kept_on = shrinking[~smooth & ~jumped]
+        kept_on = shrinking[~smooth]
         previous_central[kept_on] = level.central[kept_on]
         level = _merge(level, current, kept_on)
-        active = active[(status[active] != SMOOTH) & (status[active] != DISCONTINUOUS)]
+        active = active[status[active] != SMOOTH]
     # What is left never shrank like a smooth function: a kink where its gap stayed at a
     # smaller step and stands out of the noise, otherwise undecided (Note [Kink test],
     # Note [A kink is a gap that persists]).
@@ -306,6 +307,8 @@ def resolve_entries(
             & (shrinks[active] == 0)
         )
         status[active] = np.where(kink, KINK, UNRESOLVED)
+        status[active[grows[active] >= SMOOTH_SHRINKS]] = DISCONTINUOUS
+        kink &= grows[active] < SMOOTH_SHRINKS
         # One smooth shrink before round-off stopped the steps: an estimate whose error bar is
         # the whole change between the two levels (Note [A kink is a gap that persists]).
         once = active[(shrinks[active] >= 1) & ~kink & np.isfinite(previous_central[active])]
