@@ -17,9 +17,9 @@ for the random (dropout) case it is re-seeded before every evaluation, which giv
 checkers gradproof's ``seed=`` for free.
 
 "Smallest systematic error caught" multiplies the correct gradient of every smooth case
-(no kink, no measured noise, a gradient not 0, passed by the checker) by ``1 + e`` for ``e`` = 1e-2, 3e-3, ..., 1e-9 and reports, over
-those cases, the median and the worst of the smallest ``e`` from which every larger one is
-called wrong.
+(no kink, no measured noise, a gradient not 0, passed by the checker) by ``1 + e`` for
+``e`` = 1e-2, 3e-3, ..., 1e-8 and reports, over those cases, the median and the worst of
+the smallest ``e`` from which every larger one is called wrong.
 
 A second table runs the same checkers over the frontier families of issue 14
 (:mod:`gradproof.corpus.frontier`): several kinks at once, jumps, tiny derivatives, domain
