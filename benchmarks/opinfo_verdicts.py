@@ -157,9 +157,9 @@ def main() -> None:
         if found is not None:
             verdicts[name] = [found[0], found[1], found[2]]
     tally = collections.Counter(v[0] for v in verdicts.values())
-    reasons = collections.Counter(r for v in verdicts.values() for r in v[1])
+    reasons = collections.Counter(r for v in verdicts.values() if v[0] != "error" for r in v[1])
     print(f"{len(verdicts)} samples in {time.perf_counter() - started:.0f} s: {dict(tally)}")
-    print(f"inconclusive reasons: {dict(reasons)}")
+    print(f"inconclusive reasons: {dict(reasons)} (errors: samples the harness cannot run)")
     print(f"evaluations: {sum(v[2] for v in verdicts.values())}")
     for name, v in sorted(verdicts.items()):
         if v[0] in ("fail", "inconclusive"):
