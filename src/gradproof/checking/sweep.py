@@ -567,7 +567,10 @@ def _resolve(
 
 # -- several kinks at once ------------------------------------------------------------------------
 LIMIT_DIRECTIONS = 4
-"""Random directions whose rays, both ways, are followed to the point (Note [Several kinks ...])."""
+"""Random directions whose rays, both ways, are followed to the point.
+
+See Note [Several kinks at once].
+"""
 
 _LIMIT_SEED = 20_141_014
 """Fixed seed of the displacements: a check is reproducible and leaves global generators alone."""
@@ -811,7 +814,7 @@ SYSTEMATIC_CONFIRMED = 8
 
 
 def _find_systematic(problem: CoordinateProblem, entries: Entries, wanted: BoolArray) -> None:
-    """Find tensors whose passing entries all deviate by one factor (Note [Small systematic ...]).
+    """Find tensors whose passing entries all deviate by one factor.
 
     Note [Small systematic errors]
         ``rtol`` (1e-5 in float64) covers what a first central difference

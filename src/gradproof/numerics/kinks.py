@@ -234,7 +234,8 @@ def resolve_entries(
     measured_derivative = np.zeros(n, dtype=bool)  # some level had room for the derivative
     stayed = np.zeros(n, dtype=bool)  # a gap-only level found the gap unshrunk: a kink
     grows = np.zeros(n, dtype=np.int8)  # consecutive levels whose gap grew like a jump's
-    persisted = np.zeros(n, dtype=bool)  # a gap stayed at a smaller step (Note [A kink is a ...])
+    # A gap stayed at a smaller step (Note [A kink is a gap that persists]).
+    persisted = np.zeros(n, dtype=bool)
     first = level
     previous_central = np.full(n, np.nan)  # the central difference one level up
     for _ in range(MAX_LEVELS):
@@ -249,7 +250,7 @@ def resolve_entries(
                     & ~measured_derivative[active]
                     & ~stayed[active]
                 )
-                # a gap that grew like a jump's is followed one more level (Note [Jumps ...])
+                # a gap that grew like a jump's is followed further (Note [Jumps are not kinks])
                 | (grows[active] > 0)
             )
         gap_only[active[gap_room & ~room]] += 1
