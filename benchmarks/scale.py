@@ -27,6 +27,14 @@ Three measurements, all in one run on the same functions (ratios, never absolute
    ``TORCH_FULL_MAX`` parameters it is not run: its time is estimated from the
    per-evaluation time. torch and jax never name an entry, so they never localise.
 
+4. What a check costs (issue 15), as ratios measured side by side in one run: the fixed
+   set-up (evaluations before the first difference), the assignment network with its two
+   bugs (serial, batched, and the assignment's own ``gradient_check_n`` loop) against 2N bare
+   forwards, a whole tensor wrong (a factor of 2 on ``W1``) against the clean sweep, and the
+   1e4 full sweep through ``executor=2`` and a Dask ``LocalCluster`` of 2 workers against the
+   serial sweep. Evaluation counts are exact; timings on a shared machine are not. The cost
+   timings are medians of interleaved repeats (5, or 3 with ``--quick``).
+
 Short timings (at most 1 s) are the best of 3 (of 1 with ``--quick``); longer ones are a
 single run. Each configuration first runs once untimed (a short check, or a few calls), so
 that one-time costs of the process are not counted (see :func:`warm_up`). Seeds are fixed.
@@ -35,12 +43,13 @@ The machine's load average, and the CPU time other processes used while each tab
 measured, are printed with the tables: timings taken while other work runs are not
 comparable.
 
-Run:  python benchmarks/scale.py [--quick] [--json PATH]
+Run:  python benchmarks/scale.py [--quick] [--cost] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -59,6 +68,7 @@ from gradproof.course import (
     backward_propagation_n,
     backward_propagation_n_corrected,
     forward_propagation_n,
+    gradient_check_n,
     gradient_check_n_test_case,
     parameter_gradients,
 )
@@ -625,6 +635,138 @@ def measure_side_by_side(cases: list[Case], repeats: int) -> list[Row]:
     return rows
 
 
+def interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Time several runs in turn, `repeats` rounds; return each one's median seconds.
+
+    Interleaving exposes every run to the same load, so their ratios are fairer than
+    those of runs timed one after the other on a shared machine.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def _check(case: Case, grad: Grad, **options: Any) -> CheckResult:
+    return gradproof.check(case.loss, grad, case.params, progress=False, **options)
+
+
+def _cost_row(case: Case, tool: str, n: int, evals: int | None, seconds: float | None) -> Row:
+    return Row(n, section="cost", case=case.name, tool=tool, verdict="", evals=evals,
+               seconds=seconds)  # fmt: skip
+
+
+def measure_cost(assignment: Case, sweep: Case, repeats: int) -> list[Row]:
+    """Measure what a check costs (issue 15): set-up, the assignment, a tensor wrong, engines."""
+    rows: list[Row] = []
+    n = assignment.n
+    X, Y, _ = gradient_check_n_test_case()
+    say(f"cost: {assignment.name}")
+    clean = _check(assignment, assignment.grad)
+    rows.append(
+        Row(
+            n,
+            section="cost",
+            case=assignment.name,
+            tool="fixed set-up (evaluations before the first difference; clean check)",
+            verdict=clean.verdict.value,
+            evals=clean.n_evals - 2 * n,
+        )
+    )
+    stack = stacked(assignment.params, BATCH)
+    calls = -(-2 * n // BATCH)
+    bad = {f"d{name}": value for name, value in assignment.bad_grad(assignment.params).items()}
+    runs: dict[str, Callable[[], Any]] = {
+        "2N bare forward calls": partial(bare_forwards, assignment.loss, assignment.params, 2 * n),
+        "gradproof, its 2 bugs": partial(_check, assignment, assignment.bad_grad),
+        "gradproof, its 2 bugs, noise=False": partial(
+            _check, assignment, assignment.bad_grad, noise=False
+        ),
+        f"gradproof, its 2 bugs, batched ({BATCH})": partial(
+            _check,
+            assignment,
+            assignment.bad_grad,
+            loss_batch=assignment.loss_batch,
+            batch_size=BATCH,
+        ),
+        f"2N/{BATCH} bare loss_batch calls": partial(
+            bare_batches, assignment.loss_batch, stack, calls
+        ),
+        "the assignment's own loop (gradient_check_n)": partial(
+            gradient_check_n, assignment.params, bad, X, Y, print_msg=False
+        ),
+    }
+    for run in runs.values():  # untimed warm-up
+        run()
+    seconds = interleaved(runs, repeats)
+    floor = seconds["2N bare forward calls"]
+    results = {
+        "gradproof, its 2 bugs": _check(assignment, assignment.bad_grad),
+        "gradproof, its 2 bugs, noise=False": _check(assignment, assignment.bad_grad, noise=False),
+        f"gradproof, its 2 bugs, batched ({BATCH})": _check(
+            assignment, assignment.bad_grad, loss_batch=assignment.loss_batch, batch_size=BATCH
+        ),
+    }
+    for tool, value in seconds.items():
+        result = results.get(tool)
+        evals = result.n_evals if result is not None else (2 * n if "2N" in tool else None)
+        row = _cost_row(assignment, tool, n, evals, value)
+        row.ratio = value / floor
+        if result is not None:
+            row.verdict = result.verdict.value
+            row.found = found_label(result, assignment.wrong)
+        rows.append(row)
+
+    say(f"cost: whole tensor wrong, {sweep.name}")
+    net_grad = sweep.grad(sweep.params)
+    doubled = {**net_grad, PLANTED_IN: 2 * net_grad[PLANTED_IN]}
+    good = _check(sweep, sweep.grad, mode="full")
+    wrong = gradproof.check(sweep.loss, doubled, sweep.params, mode="full", progress=False)
+    failing = wrong[PLANTED_IN].n_failed
+    size = sweep.params[PLANTED_IN].size
+    rows.append(_cost_row(sweep, "clean full sweep", sweep.n, good.n_evals, None))
+    whole = _cost_row(
+        sweep, f"{PLANTED_IN} × 2 ({failing:,} failing entries of {size:,})", sweep.n,
+        wrong.n_evals, None,
+    )  # fmt: skip
+    whole.verdict, whole.ratio = wrong.verdict.value, wrong.n_evals / good.n_evals
+    rows.append(whole)
+
+    say(f"cost: engines, {sweep.name}")
+    engines: dict[str, Callable[[], Any]] = {
+        "full sweep, serial": partial(_check, sweep, sweep.grad, mode="full"),
+        "full sweep, executor=2": partial(_check, sweep, sweep.grad, mode="full", executor=2),
+    }
+    cluster = None
+    if importlib.util.find_spec("distributed") is not None:
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True)
+        client = Client(cluster)
+        engines["full sweep, Dask LocalCluster (2 workers)"] = partial(
+            _check, sweep, sweep.grad, mode="full", executor=client.get_executor()
+        )
+    else:
+        say("dask.distributed is not installed: its row is skipped (pip install dask distributed)")
+    try:
+        for run in engines.values():  # untimed warm-up (starts the workers)
+            run()
+        seconds = interleaved(engines, max(repeats - 2, 1))
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    serial = seconds["full sweep, serial"]
+    for tool, value in seconds.items():
+        row = _cost_row(sweep, tool, sweep.n, None, value)
+        row.ratio = serial / value  # a speed-up: above 1 is faster than serial
+        rows.append(row)
+    return rows
+
+
 # -- output ---------------------------------------------------------------------------------------
 TITLES = {
     "full": "Full sweeps, correct gradient (ratio: to 2N bare forward calls; goal at most 1.1)",
@@ -633,6 +775,11 @@ TITLES = {
         "1 wrong entry found exactly in at most 100 evaluations and under 5 s)"
     ),
     "side": "Side by side on the same numpy code (ratio: to gradproof.check on the same row group)",
+    "cost": (
+        "What a check costs, medians of interleaved runs (ratio: the assignment's rows to 2N "
+        "bare forwards; the whole-tensor row, evaluations to the clean sweep's; the engine rows, "
+        "speed-up over serial)"
+    ),
 }
 
 
@@ -685,6 +832,36 @@ def goals(rows: list[Row]) -> list[str]:
         if r.section == "full" and r.tool.startswith("gradproof") and r.ratio is not None:
             met = "met" if r.ratio <= 1.1 else "NOT met"
             lines.append(f"- {r.case}, {r.tool}: {r.ratio:.2f} × 2N bare forwards ({met})")
+    for r in rows:
+        if r.section != "cost" or r.ratio is None:
+            continue
+        if r.tool == "gradproof, its 2 bugs" and r.evals is not None:
+            met = "met" if r.evals <= 2 * r.n + 6 and r.ratio <= 1.3 else "NOT met"
+            lines.append(
+                f"- assignment network, its 2 bugs: {r.evals} evaluations (goal ≤ 2N + 6 = "
+                f"{2 * r.n + 6}), {r.ratio:.2f} × the 2N floor (goal ≤ 1.3) ({met})"
+            )
+        elif r.tool.startswith("gradproof, its 2 bugs, batched"):
+            met = "met" if r.ratio <= 0.2 else "NOT met"
+            lines.append(f"- batched: {r.ratio:.2f} × the 2N floor (goal ≤ 0.2) ({met})")
+        elif r.tool.startswith(PLANTED_IN + " × 2"):
+            met = "met" if r.ratio <= 1.1 else "NOT met"
+            lines.append(
+                f"- whole tensor wrong: {r.ratio:.3f} × the clean sweep's evaluations "
+                f"(goal ≤ 1.1) ({met})"
+            )
+        elif r.tool == "full sweep, executor=2":
+            met = "met" if r.ratio >= 1.7 else "NOT met"
+            lines.append(f"- executor=2: {r.ratio:.2f}× faster than serial (goal ≥ 1.7) ({met})")
+        elif r.tool.startswith("full sweep, Dask"):
+            met = "met" if r.ratio >= 1.6 else "NOT met"
+            lines.append(
+                f"- Dask, 2 workers: {r.ratio:.2f}× faster than serial (goal ≥ 1.6) ({met})"
+            )
+    for r in rows:
+        if r.section == "cost" and r.tool.startswith("fixed set-up") and r.evals is not None:
+            met = "met" if r.evals <= 4 else "NOT met"
+            lines.append(f"- fixed set-up: {r.evals} evaluations (goal ≤ 4) ({met})")
     for r in rows:
         if r.section == "large" and r.tool.endswith("serial") and "1 wrong entry" in r.case:
             ok = r.found == "yes" and r.evals is not None and r.evals <= 100
@@ -774,6 +951,9 @@ def main() -> None:
         action="store_true",
         help="no 1e5 network, one repeat: a smoke run of well under a minute",
     )
+    parser.add_argument(
+        "--cost", action="store_true", help="only the table of what a check costs (issue 15)"
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
@@ -783,19 +963,24 @@ def main() -> None:
     cases = [assignment_case()] + [
         relu_case(FULL_SIZES[name], name, 1, plant_seed=1) for name in labels
     ]
-    large = relu_case(LARGE_SIZES, "1e6", 1, plant_seed=1)
-    ten = relu_case(LARGE_SIZES, "1e6", 10, plant_seed=2)
+    large = relu_case(LARGE_SIZES, "1e6", 1, plant_seed=1) if not args.cost else cases[0]
+    ten = relu_case(LARGE_SIZES, "1e6", 10, plant_seed=2) if not args.cost else cases[0]
     cpu_at_start = cpu_seconds()
     others: dict[str, float | None] = {}
+    rows: list[Row] = []
+    if not args.cost:
+        reading = cpu_seconds()
+        rows += measure_full(cases, repeats)
+        others["full"] = others_since(reading)
+        reading = cpu_seconds()
+        rows += measure_large(large, ten, repeats)
+        others["large"] = others_since(reading)
+        reading = cpu_seconds()
+        rows += measure_side_by_side([*cases, large], repeats)
+        others["side"] = others_since(reading)
     reading = cpu_seconds()
-    rows = measure_full(cases, repeats)
-    others["full"] = others_since(reading)
-    reading = cpu_seconds()
-    rows += measure_large(large, ten, repeats)
-    others["large"] = others_since(reading)
-    reading = cpu_seconds()
-    rows += measure_side_by_side([*cases, large], repeats)
-    others["side"] = others_since(reading)
+    rows += measure_cost(cases[0], cases[2], 3 if args.quick else 5)
+    others["cost"] = others_since(reading)
     others["run"] = others_since(cpu_at_start)
     about = machine()
     about["load at start"] = load_at_start

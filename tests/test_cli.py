@@ -34,7 +34,7 @@ def test_demo_walks_through_the_assignment_and_exits_0():
     )
     # ...and the corrected backward passes both checks.
     assert "Your backward propagation works perfectly fine! difference = 1.189e-07" in out
-    corrected = out.split("3. The corrected backward pass")[1]
+    corrected = out.split("3. The corrected backward pass")[1].split("4. Where the error enters")[0]
     assert "gradproof: CORRECT: all 6 parameters (47 entries) pass" in corrected
     assert "margin" in corrected
     assert "WRONG" not in corrected

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import gradproof
 from gradproof.cli.app import app
+from gradproof.cli.check_command import Method, Mode, Precision
 from gradproof.report.json import schema_path
 
 runner = CliRunner()
@@ -830,6 +831,18 @@ def loss32(p):
 
 def grad32(p):
     return {"w": 2 * p["w"]}
+
+
+def kink_params():
+    return {"w": np.array([0.0, 1.0])}
+
+
+def kink_loss(p):  # |w| at 0: the kink test needs the loss's noise
+    return float(np.sum(np.abs(p["w"])))
+
+
+def kink_grad(p):
+    return {"w": np.sign(p["w"])}
 """
 
 
@@ -875,12 +888,16 @@ def test_grad_prefix_reaches_worker_processes(speaking):
 def test_precision_and_noise_reach_the_check(speaking):
     args = check_args(speaking, loss="loss32", grad="grad32", params="params32")
     auto = json.loads(invoke(*args, "--json").stdout)
-    assert auto["step"].endswith("(float64)") and auto["noise_level"] is not None
+    assert auto["step"].endswith("(float64)")
     native = invoke(*args, "--json", "--precision", "native")
     assert json.loads(native.stdout)["step"].endswith("(float32)"), native.output
-    quiet = invoke(*args, "--json", "--no-noise")
+    # The noise is measured only when a verdict needs it: at a kink, unless --no-noise.
+    kink = check_args(speaking, loss="kink_loss", grad="kink_grad", params="kink_params")
+    noisy = json.loads(invoke(*kink, "--json").stdout)
+    assert noisy["noise_level"] is not None
+    quiet = invoke(*kink, "--json", "--no-noise")
     assert json.loads(quiet.stdout)["noise_level"] is None, quiet.output
-    assert json.loads(quiet.stdout)["n_evals"] < auto["n_evals"]
+    assert json.loads(quiet.stdout)["n_evals"] < noisy["n_evals"]
 
 
 def test_help_reads_like_a_command_line():
@@ -898,7 +915,16 @@ def test_help_reads_like_a_command_line():
     for option in ("--eps", "--rel-step"):
         row = next(line for line in out.splitlines() if f" {option} " in line)
         assert "STEP" in row and "x>=0" not in row, row
-    assert "--grad-prefix" in out and "--precision" in out and "<auto|native>" in out
+    assert "--grad-prefix" in out and "--precision" in out
+    # Choices are named in the sentence, not as a <a|b|...> list that wraps mid-word at 100
+    # columns; every choice the option accepts is there.
+    assert not re.search(r"<\w+\|", out), out
+    narrow = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "100"}).output
+    flat = " ".join(narrow.replace("│", " ").split())
+    for option, choices in (("MODE", Mode), ("METHOD", Method), ("PRECISION", Precision)):
+        assert f" {option} " in flat, option
+        for choice in choices:
+            assert re.search(rf"\b{choice.value}\b", flat), (option, choice.value)
     group = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "<bool>" not in group.output
 

@@ -29,6 +29,7 @@ NEEDS = {
     "torch_custom_function": ("torch",),
     "jax_custom_vjp": ("jax",),
     "training_with_guard_torch": ("torch", "lightning"),
+    "where_is_the_bug": ("torch",),
 }
 
 _TIMING = re.compile(r"\b\d+(?:\.\d+)? ?(?:s|ms|µs)\b")

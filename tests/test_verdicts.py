@@ -190,9 +190,11 @@ def test_a_saturated_naive_logistic_loss_is_not_a_false_alarm_and_is_explained()
 
 def test_a_kink_is_not_mistaken_for_noise():
     # The noise probe crosses the kink at w[0] = 0: its "noise" grows with the step, so it is
-    # rejected and no precision note appears.
+    # rejected and no precision note appears. The ladder ran for the kink test, and says so.
     result = check(_relu_loss, _relu_grad, np.array([0.0, 1.0, -2.0]))
-    assert result.notes == ()
+    assert len(result.notes) == 1, result.notes
+    assert "noise was measured" in result.notes[0] and "params[0]" in result.notes[0]
+    assert "found no noise above rounding" in result.notes[0]
 
 
 def _hash_noise(w):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from gradproof.checking.check import check
 from gradproof.checking.options import CheckOptions
+from gradproof.checking.stages import StageReport, StageResult, check_stages
 from gradproof.errors import (
     BackendUnavailableError,
     GradientMismatchError,
@@ -53,11 +54,14 @@ __all__ = [
     "ParamReport",
     "ParamTree",
     "ProbeReport",
+    "StageReport",
+    "StageResult",
     "StepRule",
     "UserCodeError",
     "Verdict",
     "WorkerLostError",
     "__version__",
     "check",
+    "check_stages",
     "relative_difference",
 ]

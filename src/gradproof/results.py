@@ -312,6 +312,16 @@ class ParamReport:
         or random directional probes (with the wrong entries localised).
     probes : tuple of ProbeReport
         The directional probes of the whole tensor (``directional`` only).
+    subject : str
+        What the report is about in the user's terms when that is not `name`
+        itself: the adapters check a function's input ``x`` through several
+        reports (``d out[0] / d x``, ``d out[1] / d x``, its forward-mode
+        check) that all have the subject ``x``. Empty for :func:`gradproof.check`,
+        whose reports are the parameters themselves (see :attr:`subject_name`).
+    section : str
+        The heading the report is shown under, e.g. ``"reverse mode"``,
+        ``"forward mode"`` or ``"second order"``; empty for a check that has
+        one kind of report only.
     """
 
     name: str
@@ -334,6 +344,8 @@ class ParamReport:
     tolerance: FloatArray
     strategy: str = "full"
     probes: tuple[ProbeReport, ...] = ()
+    subject: str = ""
+    section: str = ""
 
     def __post_init__(self) -> None:
         for field in ("analytic", "numeric", "tolerance"):
@@ -348,6 +360,11 @@ class ParamReport:
     def passed(self) -> bool:
         """Whether every entry of this parameter passed."""
         return self.verdict is Verdict.PASS
+
+    @property
+    def subject_name(self) -> str:
+        """What the report is about: its `subject`, or its `name` when it has none."""
+        return self.subject or self.name
 
     @property
     def coverage(self) -> float:
@@ -382,6 +399,8 @@ class ParamReport:
             "strategy": self.strategy,
             "coverage": self.coverage,
             "probes": [probe.to_dict() for probe in self.probes],
+            "subject": self.subject_name,
+            "section": self.section,
         }
 
 
@@ -471,6 +490,11 @@ class CheckResult:
         Directional probes measured (localisation included).
     max_evals : int or None
         The evaluation budget the strategy was chosen for, if any.
+    subject_noun : str
+        What the checked things are called in the headline: ``"parameter"``
+        for :func:`gradproof.check`, ``"input"`` or ``"argument"`` for the
+        adapters, which count their inputs (the reports' subjects), not their
+        reports.
     """
 
     params: tuple[ParamReport, ...]
@@ -492,6 +516,7 @@ class CheckResult:
     engine: str = "serial"
     n_probes: int = 0
     max_evals: int | None = None
+    subject_noun: str = "parameter"
 
     @property
     def step(self) -> str:
@@ -518,14 +543,37 @@ class CheckResult:
         return self.verdict is Verdict.PASS
 
     @property
+    def subjects(self) -> tuple[str, ...]:
+        """What was checked, each once: the parameters' names, or the adapters' inputs.
+
+        A report's subject is its `subject_name`; an input checked through
+        several reports (Jacobian rows, forward and reverse mode) is one
+        subject.
+        """
+        return tuple(dict.fromkeys(p.subject_name for p in self.params))
+
+    @property
     def suspects(self) -> tuple[str, ...]:
-        """Names of the parameters whose gradients are wrong."""
-        return tuple(p.name for p in self.params if p.verdict is Verdict.FAIL)
+        """The subjects (parameters, or the adapters' inputs) with a wrong gradient."""
+        failing = (p.subject_name for p in self.params if p.verdict is Verdict.FAIL)
+        return tuple(dict.fromkeys(failing))
 
     @property
     def inconclusive(self) -> tuple[str, ...]:
-        """Names of the parameters with entries that could not be judged (and none wrong)."""
-        return tuple(p.name for p in self.params if p.verdict is Verdict.INCONCLUSIVE)
+        """The subjects with entries that could not be judged, and none wrong."""
+        wrong = set(self.suspects)
+        return tuple(
+            dict.fromkeys(
+                p.subject_name
+                for p in self.params
+                if p.verdict is Verdict.INCONCLUSIVE and p.subject_name not in wrong
+            )
+        )
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The report headings in order of first use (``("",)`` for a plain check)."""
+        return tuple(dict.fromkeys(p.section for p in self.params))
 
     @property
     def n_entries(self) -> int:
@@ -549,12 +597,21 @@ class CheckResult:
         return float("inf") if worst == 0 else 1.0 / worst
 
     def __getitem__(self, name: str) -> ParamReport:
-        """Return the report of the parameter called `name`."""
+        """Return the report called `name`, or the one report whose subject is `name`."""
         for report in self.params:
             if report.name == name:
                 return report
+        about = [p for p in self.params if p.subject_name == name]
+        if len(about) == 1:
+            return about[0]
         known = ", ".join(p.name for p in self.params)
-        raise KeyError(f"no parameter named {name!r}; the parameters are: {known}")
+        if about:
+            raise KeyError(
+                f"{name!r} is checked by {len(about)} reports; ask for one by its name: "
+                + ", ".join(p.name for p in about)
+            )
+        what = "report" if any(p.subject for p in self.params) else self.subject_noun
+        raise KeyError(f"no {what} named {name!r}; the {what}s are: {known}")
 
     def __str__(self) -> str:
         return _render(self)
@@ -587,6 +644,7 @@ class CheckResult:
             "engine": self.engine,
             "n_probes": self.n_probes,
             "max_evals": self.max_evals,
+            "subject_noun": self.subject_noun,
             "params": [p.to_dict() for p in self.params],
         }
 

@@ -1,17 +1,22 @@
 """The general gradient checker: compare a hand-written gradient with finite differences.
 
 Note [Verdict pipeline]
-    1. Evaluate the loss at the point, twice: the values must be identical
-       (a random loss needs ``seed=``).
+    1. Evaluate the loss at the point, twice: the values must be identical,
+       or else the loss's noise is measured from repeats there, and a loss
+       too noisy for any verdict is refused (it needs ``seed=``; Note
+       [Noisy losses] in :mod:`gradproof.checking.setup`).
     2. Low-precision parameters are evaluated in float64 when the loss
        accepts it, so the finite differences are as accurate as float64 allows.
-    3. Measure the loss's own noise along one direction (:mod:`gradproof.numerics.noise`).
-       The noise sets the error bar of every difference and, when it is
-       above rounding, the step.
+    3. Start from the rounding model of the working dtype. The loss's own
+       noise (:mod:`gradproof.numerics.noise`) is measured along one
+       direction only when a verdict depends on it, after the first
+       differences (Note [Pay for what the verdict needs] in
+       :mod:`gradproof.checking.remeasure`); it then sets the error bar and,
+       when above rounding, the step of the entries that depend on it.
     4. One finite difference per coordinate, with steps scaled to each
        coordinate. A coordinate passes when ``|a - n| <= atol + rtol * max(|a|, |n|) + e``,
        where ``e`` is the difference's error bar (round-off or noise).
-    5. Coordinates that do not pass are re-measured at shrinking steps
+    5. Coordinates that do not pass, unless certainly wrong, are re-measured at shrinking steps
        (:mod:`gradproof.numerics.kinks`): a smooth loss gives a Richardson estimate with
        a truncation error bar and is judged again; a kink gives left and right
        derivatives. At a kink, an analytic value between them is a valid
@@ -144,9 +149,10 @@ def check(
         float64 when the loss accepts it (returns a float64 value close to
         its low-precision one). ``"native"``: always in their own dtype.
     noise : bool
-        Measure the loss's own noise first (40 evaluations, Moré and Wild's
-        ECnoise at five steps); default True. Without it, rounding at the
-        working dtype's epsilon is assumed.
+        Measure the loss's own noise (40 evaluations, Moré and Wild's ECnoise
+        at five steps) when some entry's verdict depends on it; default True.
+        Without it, rounding at the working dtype's epsilon is assumed
+        throughout.
     max_evals : int, optional
         An evaluation budget: ``mode="auto"`` sweeps every entry only if that
         fits, localisation stops before exceeding it, and ``"sampled"``
@@ -215,10 +221,13 @@ def check(
     Notes
     -----
     See Note [Verdict pipeline] in this module's source. A full check of ``n``
-    entries with central differences costs ``2 n + 43`` loss evaluations
-    (the point three times and the noise ladder), plus two per re-measured entry
-    and step; a directional one ``2 T + 43`` for ``T`` tensors when nothing
-    is wrong. A ``KeyboardInterrupt`` returns what was measured so far, with
+    entries with central differences costs ``2 n + 2`` loss evaluations
+    (the point twice) when nothing is doubtful; 40 more for the noise ladder
+    when a verdict depends on it, 2 to confirm the first failure far beyond
+    its tolerance, and two per re-measured entry and step (Note [Pay for what
+    the verdict needs] in :mod:`gradproof.checking.remeasure`). A directional
+    check costs ``2 T + 2`` for ``T`` tensors when nothing is wrong. A
+    ``KeyboardInterrupt`` returns what was measured so far, with
     ``result.interrupted`` set. Memory is O(n): no n-by-n matrix is ever
     formed, and each worker holds one working copy of the parameters (times
     `batch_size` when batching).

@@ -15,7 +15,7 @@ Note [Stopping early]
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +25,12 @@ import numpy as np
 import numpy.typing as npt
 
 from gradproof._typing import FlatFunction, FloatArray
-from gradproof.checking.probes import SubsetFunction
+from gradproof.checking import remeasure
+from gradproof.checking.probes import LineFunction, SubsetFunction
 from gradproof.checking.sweep import (
     CoordinateProblem,
     Entries,
+    Review,
     judge_coordinates,
     unchecked_entries,
 )
@@ -36,10 +38,69 @@ from gradproof.engine.base import Engine
 from gradproof.engine.evaluator import LossEvaluator
 from gradproof.engine.progress import Progress
 from gradproof.numerics.finite_diff import Samples
-from gradproof.numerics.steps import step_sizes
+from gradproof.numerics.noise import NoiseEstimate, ladder_offsets, noise_from_ladder
+from gradproof.numerics.steps import default_relative_step, machine_epsilon, step_sizes
+from gradproof.numerics.tolerances import loss_value_noise
 from gradproof.tree import ParamTree
 
-__all__ = ["Context", "StopState"]
+__all__ = ["LADDER_EVALS", "NOISE_BOUND", "Context", "NoiseState", "StopState"]
+
+NOISE_BOUND = 4.0
+"""A loss value is trusted to within this many measured noise standard deviations."""
+
+LADDER_STEPS, LADDER_POINTS = 5, 8
+"""The noise ladder: ECnoise with ``m + 1 = 8`` points at each of five steps (Note [Noise across
+steps] in :mod:`gradproof.numerics.noise`)."""
+
+LADDER_EVALS = LADDER_STEPS * LADDER_POINTS
+"""Evaluations of one noise ladder."""
+
+
+@dataclass
+class NoiseState:
+    """The loss's noise as one check knows it (Note [Pay for what the verdict needs]).
+
+    Until measured, the rounding model of the working dtype. Shared by every
+    copy of the :class:`Context`, so that the ladder runs at most once.
+
+    Attributes
+    ----------
+    allowed : bool
+        Whether the ladder may run (``noise=True`` and not the complex step).
+    normalise : bool
+        Scale the ladder's direction like a directional probe's.
+    estimate : NoiseEstimate or None
+        The noise measured, by the ladder or from repeats at the point.
+    settled : bool
+        The ladder ran, was ruled out, or the noise is known from repeats.
+    level : float
+        The bound on a loss value's noise the error model uses
+        (``NOISE_BOUND`` standard deviations), 0 for the rounding model.
+    notes : list of str
+        What the check should report about the noise.
+    confirmed : list of one bool
+        Whether a certain failure was confirmed at a smaller step (Note
+        [Confirming a certain failure] in :mod:`gradproof.checking.remeasure`).
+    from_repeats : bool
+        The estimate comes from repeated values at the point (a random
+        loss, Note [Noisy losses] in :mod:`gradproof.checking.setup`).
+    """
+
+    allowed: bool = False
+    normalise: bool = False
+    estimate: NoiseEstimate | None = None
+    settled: bool = False
+    level: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    confirmed: list[bool] = field(default_factory=lambda: [False])
+    from_repeats: bool = False
+
+    def bound(self) -> float:
+        """Return `level` from the estimate: ``NOISE_BOUND`` sigma when noise was found."""
+        estimate = self.estimate
+        if estimate is None or estimate.status != "ok":
+            return 0.0
+        return NOISE_BOUND * estimate.level
 
 
 @dataclass
@@ -115,6 +176,13 @@ class Context:
         A ``time.monotonic()`` instant at which sampling stops.
     stop : StopState
         Why sampling stopped early, if it did (Note [Stopping early]).
+    noise : NoiseState
+        The loss's noise, measured when a verdict needs it (Note [Pay for
+        what the verdict needs] in :mod:`gradproof.checking.remeasure`);
+        `step_eps` and `value_noise` are the error model before that.
+    loss_value : float
+        The loss at the point in its own precision (NaN: `f0`), the size its
+        noise is relative to.
     """
 
     evaluator: LossEvaluator
@@ -141,7 +209,10 @@ class Context:
     max_evals: int | None = None
     deadline: float | None = None
     stop: StopState = field(default_factory=StopState)
+    noise: NoiseState = field(default_factory=NoiseState)
+    loss_value: float = math.nan
     _sampled: list[int] = field(default_factory=lambda: [0])
+    _rules: dict[float, FloatArray] = field(default_factory=dict)  # step rules by noise level
 
     @property
     def n_evals(self) -> int:
@@ -192,16 +263,118 @@ class Context:
             samples = dataclasses.replace(samples, interrupted=True, stop="budget")
         return samples
 
-    @functools.cached_property
-    def _relative_step(self) -> float | FloatArray:
+    def relative_step(self) -> float | FloatArray:
+        """Return the relative step rule of every coordinate: ``eps ** (1 / (order + 1))``.
+
+        ``eps`` is the rounding of the working dtype, or the measured noise
+        relative to the loss when that is larger.
+        """
         if self.rel_step is not None:
             return self.rel_step
-        rule: FloatArray = self.step_eps ** (1.0 / (self.order + 1))
+        rule = self._rules.get(self.noise.level)
+        if rule is None:  # computed once per error model: localisation asks for it often
+            rule = self._rules[self.noise.level] = self.current_step_eps() ** (
+                1.0 / (self.order + 1)
+            )
         return rule
 
-    def relative_step(self) -> float | FloatArray:
-        """Return the relative step rule of every coordinate: ``eps ** (1 / (order + 1))``."""
-        return self._relative_step
+    def current_step_eps(self) -> FloatArray:
+        """Return the relative error of a loss value that sets each step, noise included."""
+        level = self.noise.level
+        if not level:
+            return self.step_eps
+        f = self.f0 if math.isnan(self.loss_value) else self.loss_value
+        widened: FloatArray = np.maximum(self.step_eps, level / max(abs(f), 1e-300))
+        return widened
+
+    def current_value_noise(self) -> FloatArray:
+        """Return how far each loss value may be off, the measured noise included."""
+        level = self.noise.level
+        if not level:
+            return self.value_noise
+        f = self.f0 if math.isnan(self.loss_value) else self.loss_value
+        noisy: FloatArray = np.maximum(self.value_noise, loss_value_noise(f, 0.0, level))
+        return noisy
+
+    def measure_noise(self, reason: str) -> bool:
+        """Run the noise ladder once, if allowed; true when it raised the error model.
+
+        The ladder's 40 points along one fixed random direction are evaluated
+        through :meth:`sample`, so they count against the budget and stop at
+        the deadline like any other evaluation (Note [Stopping early]).
+        """
+        state = self.noise
+        if state.settled or not state.allowed:
+            return False
+        state.settled = True
+        if self.max_evals is not None and self.n_evals + LADDER_EVALS > self.max_evals:
+            state.notes.append(
+                f"The loss's noise was not measured ({LADDER_EVALS} evaluations), although "
+                f"{reason}, to stay within max_evals={self.max_evals}; rounding-level noise "
+                "was assumed."
+            )
+            return False
+        x0 = self.x0
+        rng = np.random.default_rng(0)
+        direction = rng.choice([-1.0, 1.0], size=x0.size) * np.maximum(1.0, np.abs(x0))
+        if state.normalise and x0.size:
+            direction /= math.sqrt(x0.size)
+        working = max((dtype for _, dtype in self.sampling), key=machine_epsilon)
+        # The step the differences use (Note [Noise across steps]).
+        offsets = ladder_offsets(
+            default_relative_step(working), n_steps=LADDER_STEPS, n_points=LADDER_POINTS
+        )
+        columns = tuple(np.array([t]) for t in offsets.ravel())
+        samples = self.sample(LineFunction(self.evaluator, x0, direction), np.zeros(1), columns)
+        if samples.interrupted:
+            return False
+        values = samples.values[:, 0].reshape(offsets.shape)
+        estimate = None
+        if np.all(np.isfinite(values)):  # else: not finite along the probe, assume rounding
+            found = noise_from_ladder(values, machine_epsilon(working))
+            estimate = found if found.status in ("ok", "no_noise") else None
+        state.estimate = estimate
+        state.level = state.bound()
+        if estimate is None or estimate.status != "ok":
+            found_text = "it found no noise above rounding"
+        else:
+            found_text = (
+                f"it found noise of about {estimate.level:.2g} (standard deviation), which "
+                "sets the error bars and steps of those coordinates"
+            )
+        state.notes.append(
+            f"The loss's noise was measured ({LADDER_EVALS} evaluations, ECnoise along one "
+            f"random direction) because {reason}: {found_text}."
+        )
+        return state.level > 0
+
+    def has_room(self, evals: int) -> bool:
+        """Whether `max_evals` leaves room for that many more evaluations."""
+        return self.max_evals is None or self.n_evals + evals <= self.max_evals
+
+    def reviewer(self, rebuild: Callable[[Context], CoordinateProblem]) -> Review:
+        """Return the hook that measures the noise when a verdict needs it (:mod:`.remeasure`)."""
+
+        def review(
+            problem: CoordinateProblem,
+            entries: Entries,
+            level0: Any,
+            wanted: npt.NDArray[np.bool_],
+            doubtful: npt.NDArray[np.intp],
+        ) -> Any:
+            return remeasure.review(
+                problem,
+                entries,
+                level0,
+                wanted,
+                doubtful,
+                measure=self.measure_noise,
+                rebuild=lambda: rebuild(self),
+                confirmed=self.noise.confirmed,
+                room=self.has_room,
+            )
+
+        return review
 
     def coordinate_problem(self, indices: npt.NDArray[np.intp] | None = None) -> CoordinateProblem:
         """Return parameter entries as coordinates of the pipeline (see :mod:`.sweep`).
@@ -234,7 +407,7 @@ class Context:
             analytic=self.analytic[pick],
             sampling=sampling,
             h=step_sizes(x, sampling, abs_step=self.abs_step, rel_step=rel, order=self.order),
-            value_noise=self.value_noise[pick],
+            value_noise=self.current_value_noise()[pick],
             rtol=self.rtol[pick],
             atol=self.atol,
             method=self.method,
@@ -254,11 +427,17 @@ class Context:
         the subset there instead.
         """
         if indices is None:
-            return judge_coordinates(self.coordinate_problem())
+            return judge_coordinates(
+                self.coordinate_problem(),
+                review=self.reviewer(lambda ctx: ctx.coordinate_problem()),
+            )
         idx = np.asarray(indices, dtype=np.intp)
         if self.method == "complex":
             return judge_coordinates(self.coordinate_problem(), idx)
-        sub = judge_coordinates(self.coordinate_problem(idx))
+        sub = judge_coordinates(
+            self.coordinate_problem(idx),
+            review=self.reviewer(lambda ctx: ctx.coordinate_problem(idx)),
+        )
         full = unchecked_entries(self.analytic, self.rtol, self.atol)
         for name in ("numeric", "error_bar", "measured", "left", "right", "reason", "codes"):
             getattr(full, name)[idx] = getattr(sub, name)

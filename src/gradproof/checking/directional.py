@@ -156,6 +156,13 @@ def _probe_name(ctx: Context, probe: Probe) -> str:
 
 def _judge_probes(ctx: Context, probes: list[Probe], *, resolve: bool = True) -> _Judged:
     """Measure and judge a list of probes as coordinates of one probe function."""
+    problem = _probe_problem(ctx, probes)
+    review = ctx.reviewer(lambda c: _probe_problem(c, probes)) if resolve else None
+    return _Judged(probes, judge_coordinates(problem, resolve=resolve, review=review))
+
+
+def _probe_problem(ctx: Context, probes: list[Probe]) -> CoordinateProblem:
+    """Make the probes coordinates of one probe function, with the check's current error model."""
     k = len(probes)
     starts = np.array([p.start for p in probes], dtype=np.intp)
     sizes = np.array([p.size for p in probes], dtype=np.float64)
@@ -165,14 +172,14 @@ def _judge_probes(ctx: Context, probes: list[Probe], *, resolve: bool = True) ->
     steps = rel / np.sqrt(sizes)  # Note [Directional probes]: move as far as one coordinate
     analytic = probe_analytic(probes, ctx.analytic, ctx.x0, ctx.probe_seed)
     method = "central" if ctx.method == "complex" else ctx.method
-    problem = CoordinateProblem(
+    return CoordinateProblem(
         fun=ProbeFunction(ctx.evaluator, ctx.x0, probes, ctx.probe_seed),
         x0=np.zeros(k),
         f0=ctx.f0,
         analytic=analytic,
         sampling=[(slice(0, k), np.dtype(np.float64))],
         h=steps,
-        value_noise=ctx.value_noise[starts],
+        value_noise=ctx.current_value_noise()[starts],
         rtol=ctx.rtol[starts],
         atol=ctx.atol,
         method=method,
@@ -182,7 +189,6 @@ def _judge_probes(ctx: Context, probes: list[Probe], *, resolve: bool = True) ->
         extra_bar=rounding_bar(probes, ctx.analytic, ctx.x0, ctx.spacing, steps),
         roundoff=None if ctx.roundoff is None else ctx.roundoff[starts],
     )
-    return _Judged(probes, judge_coordinates(problem, resolve=resolve))
 
 
 def _report(ctx: Context, judged: _Judged, j: int) -> ProbeReport:

@@ -338,3 +338,51 @@ class SubsetFunction(_PointFunction):
             return values
         finally:
             stack[:, self.indices] = self.x0[self.indices]
+
+
+class LineFunction(_PointFunction):
+    """The loss along one fixed direction, as a function of one coordinate ``t``.
+
+    Parameters
+    ----------
+    evaluator : LossEvaluator
+        The loss as a function of the flat parameter vector.
+    x0 : ndarray of shape (n,)
+        The point.
+    direction : ndarray of shape (n,)
+        The direction; ``fun([t])`` evaluates the loss at ``x0 + t * direction``.
+
+    Notes
+    -----
+    The noise ladder (:meth:`gradproof.checking.context.Context.measure_noise`)
+    evaluates it through the check's engine, so its evaluations are counted,
+    budgeted and stopped like every other.
+    """
+
+    def __init__(self, evaluator: LossEvaluator, x0: FloatArray, direction: FloatArray) -> None:
+        super().__init__(evaluator, x0)
+        self.direction = direction
+
+    def _point(self, t: float, out: FloatArray) -> FloatArray:
+        with np.errstate(over="ignore"):  # an overflowing point gives a non-finite loss
+            np.multiply(self.direction, t, out=out)
+            out += self.x0
+        return out
+
+    def __call__(self, t: FloatArray) -> float:
+        """Evaluate the loss at ``x0 + t[0] * direction``."""
+        work = self._buffers.work()
+        try:
+            return self.evaluator(self._point(float(t[0]), work))
+        finally:
+            work[...] = self.x0
+
+    def _batch(self, rows: FloatArray) -> FloatArray:
+        stack = self._buffers.stack(rows.shape[0])
+        try:
+            for row, t in zip(stack, rows, strict=True):
+                self._point(float(t[0]), row)
+            values: FloatArray = self.evaluator.batch(stack)
+            return values
+        finally:
+            stack[...] = self.x0

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
 from gradproof._words import counted, noun
-from gradproof.checking.context import Context, StopState
+from gradproof.checking.context import Context, NoiseState, StopState
 from gradproof.checking.directional import DirectionalOutcome, check_directional
 from gradproof.checking.options import CheckOptions
 from gradproof.checking.param_reports import (
@@ -20,13 +20,10 @@ from gradproof.checking.param_reports import (
     _step_rules,
 )
 from gradproof.checking.setup import (
-    NOISE_POINTS,
     _budget,
     _choose_mode,
     _float64_value,
     _least_measurement,
-    _measure_noise,
-    _measured_level,
     _per_coordinate,
     _require_batch_agrees,
     _require_repeatable,
@@ -84,7 +81,7 @@ class _Run:
             (leaf.span, leaf.dtype) for leaf in tree.leaves
         ]
         self.rtols = _per_coordinate(self.sampling, x0.size, default_rtol)
-        self.estimate: NoiseEstimate | None = None
+        self.noise = NoiseState()
         self.engine_description = "serial"
         self.owns_engine = False
         self.budget: int | None = None  # for planning: max_evals, or what time_budget buys
@@ -93,9 +90,32 @@ class _Run:
         self.entries: Entries | None = None
         self.outcome: DirectionalOutcome | None = None
 
+    @property
+    def estimate(self) -> NoiseEstimate | None:
+        """The loss's noise, if it was measured (from repeats, or by the ladder)."""
+        return self.noise.estimate
+
+    def _noise_notes(self) -> list[str]:
+        """Return what the check learned about the loss's noise, and the advice that follows."""
+        notes = list(self.noise.notes)
+        estimate = self.estimate
+        if (estimate is not None or self.noise.allowed) and math.isfinite(self.f0):
+            dtype = max((d for _, d in self.sampling), key=machine_epsilon, default=np.float64)
+            if estimate is None or self.noise.from_repeats:
+                # Not measured, or random (its note says so): the loss's size still deserves
+                # its notes, but advice about formulas that lose precision would not fit.
+                eps = machine_epsilon(dtype)
+                estimate = NoiseEstimate(
+                    level=eps * abs(self.f0), relative=eps, order=None, n_evals=0,
+                    status="no_noise",
+                )  # fmt: skip
+            notes.extend(precision_notes(self.f0, estimate, dtype))
+        return notes
+
     def result(self, started: float) -> CheckResult:
         """Build the result from what was measured (everything, or what came before a stop)."""
         options = self.options
+        self.notes.extend(note for note in self._noise_notes() if note not in self.notes)
         entries = self.entries or unchecked_entries(self.analytic, self.rtols, options.atol)
         if self.stop.reason is not None:
             entries.interrupted = True
@@ -176,11 +196,15 @@ def _set_up(
             describe=describe,
         )  # fmt: skip
     timer = time.perf_counter()
+    before = evaluator.n_calls
     try:
-        _require_repeatable(evaluator, x0, seed)
+        repeated = _require_repeatable(evaluator, x0, run.f0, seed, run.notes)
     finally:
         run.n_evals = evaluator.n_calls
-    seconds_per_eval = (time.perf_counter() - timer) / 2
+    seconds_per_eval = (time.perf_counter() - timer) / max(evaluator.n_calls - before, 1)
+    if repeated is not None:  # Note [Noisy losses]: known from the repeats, no ladder needed
+        run.noise.estimate, run.noise.settled, run.noise.from_repeats = repeated, True, True
+        run.noise.level = run.noise.bound()
     sampling = native
     f_center = run.f0  # the loss at the point, in the precision the differences are taken in
     if precision == "auto" and any(dtype.itemsize < 8 for _, dtype in native):
@@ -202,7 +226,6 @@ def _set_up(
     run.engine_description = engine.description
     try:
         run.budget = budget = _budget(options.max_evals, time_budget, seconds_per_eval, engine)
-        measures_noise = options.noise and method != "complex"
         least = evaluator.n_calls + _least_measurement(tree, method)
         if time_budget is not None and budget is not None and budget < least:
             raise InputError(
@@ -212,28 +235,10 @@ def _set_up(
                 f"evaluations, about {least * seconds_per_eval:.3g} s. Pass a larger "
                 "`time_budget`."
             )
-        if measures_noise and budget is not None and least + 5 * NOISE_POINTS > budget:
-            measures_noise = False
-            run.notes.append(
-                f"The loss's noise was not measured ({5 * NOISE_POINTS} evaluations) to stay "
-                f"within the budget of {budget} evaluations; rounding-level noise was assumed."
-            )
-        spent = evaluator.n_calls + (5 * NOISE_POINTS if measures_noise else 0)
-        chosen = run.mode = _choose_mode(options.mode, x0.size, method, budget, spent)
-        if measures_noise:
-            try:
-                run.estimate = _measure_noise(
-                    evaluator, x0, sampling, normalise=chosen == "directional"
-                )
-            finally:
-                run.n_evals = evaluator.n_calls
-        if run.estimate is not None:
-            run.notes.extend(
-                precision_notes(
-                    run.f0, run.estimate, max((d for _, d in sampling), key=machine_epsilon)
-                )
-            )
-        level = _measured_level(run.estimate)
+        chosen = run.mode = _choose_mode(options.mode, x0.size, method, budget, evaluator.n_calls)
+        # Note [Pay for what the verdict needs]: the ladder runs later, only if a verdict needs it.
+        run.noise.allowed = options.noise and method != "complex"
+        run.noise.normalise = chosen == "directional"
         ctx = Context(
             evaluator=evaluator,
             tree=tree,
@@ -241,9 +246,9 @@ def _set_up(
             f0=f_center,
             analytic=run.analytic,
             sampling=sampling,
-            step_eps=np.maximum(machine_eps, level / max(abs(run.f0), 1e-300)),
+            step_eps=machine_eps,
             spacing=_spacing(x0, sampling),
-            value_noise=loss_value_noise(run.f0, machine_eps, level),
+            value_noise=loss_value_noise(run.f0, machine_eps),
             rtol=run.rtols,
             atol=options.atol,
             method=method,
@@ -261,6 +266,8 @@ def _set_up(
             max_evals=options.max_evals,
             deadline=deadline,
             stop=run.stop,
+            noise=run.noise,
+            loss_value=run.f0,
         )
     except BaseException:
         if run.owns_engine:

@@ -14,35 +14,45 @@ import numpy as np
 
 from gradproof._typing import FloatArray
 from gradproof._words import counted
+from gradproof.checking.context import LADDER_POINTS, NOISE_BOUND
 from gradproof.checking.options import CheckOptions
 from gradproof.engine.base import Engine
 from gradproof.engine.evaluator import LossEvaluator
-from gradproof.engine.randomness import check_repeatable
 from gradproof.errors import InputError, NondeterministicLossError, UserCodeError
-from gradproof.numerics.noise import NoiseEstimate, measure_noise
+from gradproof.numerics.noise import NoiseEstimate, noise_from_repeats
 from gradproof.numerics.sampling import DEFAULT_SAMPLES
-from gradproof.numerics.steps import (
-    default_relative_step,
-    machine_epsilon,
-)
+from gradproof.numerics.steps import machine_epsilon
 from gradproof.tree import ParamTree
 
-__all__ = ["AUTO_FULL_ENTRIES", "NOISE_BOUND", "NOISE_POINTS", "SET_UP_EVALS"]
+__all__ = [
+    "AUTO_FULL_ENTRIES",
+    "MAX_NOISE_BAR",
+    "NOISE_BOUND",
+    "NOISE_POINTS",
+    "REPEATS",
+    "SET_UP_EVALS",
+]
 
 AUTO_FULL_ENTRIES = 10_000
 """Without a budget, ``mode="auto"`` sweeps every entry of models up to this size."""
 
 
-NOISE_POINTS = 8
-"""ECnoise's ``m`` at each of the five steps of the noise ladder (see ``measure_noise``)."""
+NOISE_POINTS = LADDER_POINTS
+"""ECnoise's ``m + 1`` at each of the five steps of the noise ladder (see ``measure_noise``)."""
 
 
-NOISE_BOUND = 4.0
-"""A loss value is trusted to within this many measured noise standard deviations."""
+SET_UP_EVALS = 2
+"""Evaluations before the first difference: the point, and once more to see that it repeats.
 
+The loss's noise is measured later, and only when a verdict needs it (Note [Pay for what the
+verdict needs] in :mod:`gradproof.checking.remeasure`)."""
 
-SET_UP_EVALS = 3 + 5 * NOISE_POINTS
-"""Evaluations before the first difference: the point three times and the noise ladder."""
+REPEATS = 8
+"""Values at the point that measure a loss's noise when two of them differ (Note [Noise from
+repeats] in :mod:`gradproof.numerics.noise`)."""
+
+MAX_NOISE_BAR = 0.01
+"""The largest relative error bar a derivative may carry for a verdict (Note [Noisy losses])."""
 
 
 _EVALS_PER_ENTRY = {"forward": 1, "backward": 1, "central4": 4, "richardson": 4, "complex": 3}
@@ -67,20 +77,68 @@ def _validate_functions(loss: object, loss_batch: object, batch_size: int | None
         )
 
 
-def _require_repeatable(evaluator: LossEvaluator, x0: FloatArray, seed: int | None) -> None:
-    """Refuse a loss whose value changes between two evaluations at the same point."""
-    repeat = check_repeatable(
-        lambda: evaluator.evaluate(x0.copy(), where="at the given parameters")[0]
+def _require_repeatable(
+    evaluator: LossEvaluator, x0: FloatArray, f0: float, seed: int | None, notes: list[str]
+) -> NoiseEstimate | None:
+    """See that the loss repeats at the point; measure its noise from repeats if it does not.
+
+    Note [Noisy losses]
+        One more evaluation at the point must give `f0` again, bit for bit.
+        If it does not, the loss is random: :data:`REPEATS` values at the
+        point measure its noise (Note [Noise from repeats] in
+        :mod:`gradproof.numerics.noise`). Noise of relative size ``r`` gives
+        a central difference at its best step (``h ~ (4 r)^(1/3)``, Note
+        [Choosing h]) a relative error bar of about ``(4 r)^(2/3)``: tiny for
+        the 1e-12 of a threaded or GPU reduction that adds its terms in a
+        different order each time, which is measured, widens the error bars,
+        and is judged. Above :data:`MAX_NOISE_BAR` (1 %, ``r`` about 2.5e-4:
+        dropout, a sampled batch) no verdict is possible, and the loss is
+        refused with the noise measured and the advice that can help. 1 %,
+        not more: at ``r = 8e-4`` (a 2 % bar) the steps are so long and the
+        noise so large that the kink test took every entry of a quadratic
+        for a kink, an answer that says nothing.
+
+    Returns
+    -------
+    NoiseEstimate or None
+        None when the loss repeats; else its noise, measured from the repeats.
+    """
+    again = evaluator.evaluate(x0.copy(), where="at the given parameters")[0]
+    if again == f0 or (math.isnan(again) and math.isnan(f0)):
+        return None
+    values = [f0, again]
+    for _ in range(REPEATS - 2):
+        values.append(evaluator.evaluate(x0.copy(), where="at the given parameters")[0])
+    estimate = noise_from_repeats(np.array(values))
+    relative = estimate.relative
+    bar = (NOISE_BOUND * relative) ** (2 / 3) if math.isfinite(relative) else math.inf
+    if bar <= MAX_NOISE_BAR:
+        notes.append(
+            f"The loss returned different values at the same parameters ({f0!r} vs {again!r}): "
+            f"it is random, with noise of about {estimate.level:.2g} ({relative:.2g} relative, "
+            f"measured from {len(values)} evaluations at the point). The error bars and steps "
+            f"cover it (relative error bars of about {bar:.1g}); pass `seed=` or make the loss "
+            "deterministic (e.g. torch.use_deterministic_algorithms(True)) for sharper verdicts."
+        )
+        return estimate
+    message = (
+        f"The loss returned different values at the same parameters ({f0!r} vs {again!r}): "
+        f"over {len(values)} evaluations at the point its values spread by "
+        f"{estimate.level:.3g} (standard deviation; {relative:.2g} of the loss), so a finite "
+        f"difference would carry an error of about {bar:.0%} of the gradient, and no verdict "
+        "is possible. Typical causes are dropout, data shuffling or sampling, random "
+        "augmentation, and nondeterministic GPU kernels. Pass `seed=` to gradproof.check so "
+        "that every evaluation re-seeds Python's, numpy's and torch's generators, or disable "
+        "the randomness (e.g. model.eval(), a fixed batch, "
+        "torch.use_deterministic_algorithms(True))."
     )
-    if not repeat.deterministic:
-        message = repeat.message
-        if seed is not None:
-            message += (
-                f" It does so even with `seed={seed}`: its randomness does not come from "
-                "Python's `random`, numpy's global generator or torch's, e.g. a "
-                "`np.random.default_rng()` created without a seed inside the loss."
-            )
-        raise NondeterministicLossError(message)
+    if seed is not None:
+        message += (
+            f" It does so even with `seed={seed}`: its randomness does not come from "
+            "Python's `random`, numpy's global generator or torch's, e.g. a "
+            "`np.random.default_rng()` created without a seed inside the loss."
+        )
+    raise NondeterministicLossError(message)
 
 
 def _float64_value(
@@ -114,39 +172,8 @@ def _float64_value(
     return None
 
 
-def _measure_noise(
-    evaluator: LossEvaluator,
-    x0: FloatArray,
-    sampling: list[tuple[slice, np.dtype[Any]]],
-    *,
-    normalise: bool,
-) -> NoiseEstimate | None:
-    """Measure the loss's noise along one fixed random direction (Note [Verdict pipeline]).
-
-    With `normalise`, the direction is divided by ``sqrt(n)``, so the ladder
-    moves the point as far as one coordinate's step, like a directional probe
-    (Note [Directional probes] in :mod:`gradproof.checking.probes`).
-    """
-    rng = np.random.default_rng(0)
-    direction = rng.choice([-1.0, 1.0], size=x0.size) * np.maximum(1.0, np.abs(x0))
-    if normalise and x0.size:
-        direction /= math.sqrt(x0.size)
-    working = max((dtype for _, dtype in sampling), key=machine_epsilon)
-    h = default_relative_step(working)  # the step the differences use (Note [Noise across steps])
-
-    def along(t: float) -> float:
-        with np.errstate(over="ignore"):  # an overflowing point gives a non-finite loss
-            point = x0 + t * direction
-        return evaluator(point)
-
-    try:
-        estimate = measure_noise(along, base_step=h, n_points=NOISE_POINTS, dtype=working)
-    except InputError:
-        return None  # the loss is not finite along the probe: assume rounding-level noise
-    return estimate if estimate.status in ("ok", "no_noise") else None
-
-
 def _measured_level(estimate: NoiseEstimate | None) -> float:
+    """Return the bound on a loss value's noise: ``NOISE_BOUND`` sigma when noise was found."""
     if estimate is None or estimate.status != "ok":
         return 0.0
     return NOISE_BOUND * estimate.level
@@ -192,7 +219,7 @@ def _require_budget_covers_set_up(
     max_evals, method, precision = options.max_evals, options.method, options.precision
     if max_evals is None:
         return
-    set_up = 3  # the loss at the point, then twice more to see that it repeats
+    set_up = SET_UP_EVALS  # the loss at the point, then once more to see that it repeats
     if precision == "auto" and any(leaf.dtype.itemsize < 8 for leaf in tree.leaves):
         set_up += 1  # in float64
     if loss_batch is not None:
@@ -204,8 +231,8 @@ def _require_budget_covers_set_up(
             f"`max_evals={max_evals}` is too small for any verdict: the set-up takes {set_up} "
             f"loss evaluations and the smallest measurement (one random direction per tensor, "
             f"{counted(tensors, 'tensor')}) {least} more. Pass "
-            f"`max_evals={set_up + least}` or more; a budget below "
-            f"{set_up + least + 5 * NOISE_POINTS} also skips measuring the loss's noise."
+            f"`max_evals={set_up + least}` or more; a budget without "
+            f"{5 * NOISE_POINTS} evaluations to spare skips measuring the loss's noise."
         )
 
 

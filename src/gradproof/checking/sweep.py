@@ -232,11 +232,20 @@ def unchecked_entries(analytic: FloatArray, rtol: FloatArray, atol: float) -> En
     )
 
 
+Review = Callable[
+    [CoordinateProblem, "Entries", "_CentralLevel | None", BoolArray, npt.NDArray[np.intp]],
+    tuple[CoordinateProblem, "_CentralLevel | None", npt.NDArray[np.intp]],
+]
+"""``review(problem, entries, level0, wanted, doubtful) -> (problem, level0, doubtful)``: a hook
+between the first estimates and their re-measurement (:mod:`gradproof.checking.remeasure`)."""
+
+
 def judge_coordinates(
     problem: CoordinateProblem,
     indices: npt.NDArray[np.intp] | None = None,
     *,
     resolve: bool = True,
+    review: Review | None = None,
 ) -> Entries:
     """Estimate, judge and, where doubtful, re-measure the given coordinates.
 
@@ -251,6 +260,11 @@ def judge_coordinates(
         Re-measure doubtful coordinates at shrinking steps (default). Without
         it, the first estimates are judged as they are: cheaper, for
         measurements that only guide a search (:mod:`gradproof.checking.directional`).
+    review : callable, optional
+        Called with the first estimates and the doubtful coordinates before
+        they are re-measured; it may measure the loss's noise and re-take
+        some estimates, and returns the coordinates to re-measure
+        (:func:`gradproof.checking.remeasure.review`).
 
     Returns
     -------
@@ -275,17 +289,29 @@ def judge_coordinates(
         if edge.size:
             _edge_estimates(problem, entries, edge, level)
             entries.n_resolved += edge.size
-    # A non-finite analytic entry next to a finite estimate is wrong whatever the step: it
-    # is not re-measured.
-    settled = ~np.isfinite(entries.analytic) & np.isfinite(entries.numeric)
-    doubtful = np.flatnonzero(
-        ((entries.codes == FAIL) & ~settled) | _kink_suspects(problem, entries, level0, wanted)
-    )
+    doubtful = _doubtful(problem, entries, level0, wanted)
+    if review is not None and not entries.interrupted:
+        problem, level0, doubtful = review(problem, entries, level0, wanted, doubtful)
     if doubtful.size and not entries.interrupted:
         _resolve(problem, entries, doubtful, level0)
     if not entries.interrupted and problem.method != "complex":
         _find_systematic(problem, entries, wanted)
     return entries
+
+
+def _doubtful(
+    problem: CoordinateProblem,
+    entries: Entries,
+    level0: _CentralLevel | None,
+    wanted: BoolArray,
+) -> npt.NDArray[np.intp]:
+    """Return the coordinates a re-measurement could change: failures and kink suspects."""
+    # A non-finite analytic entry next to a finite estimate is wrong whatever the step: it
+    # is not re-measured.
+    settled = ~np.isfinite(entries.analytic) & np.isfinite(entries.numeric)
+    return np.flatnonzero(
+        ((entries.codes == FAIL) & ~settled) | _kink_suspects(problem, entries, level0, wanted)
+    )
 
 
 # -- first estimates ------------------------------------------------------------------------------

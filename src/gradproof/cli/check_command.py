@@ -270,12 +270,26 @@ def check(
             "or the name of a function in TARGET that returns the parameters.",
         ),
     ],
-    mode: Annotated[Mode, typer.Option(help="The strategy (auto: full if it fits).")] = Mode.auto,
-    method: Annotated[Method, typer.Option(help="The finite differences.")] = Method.central,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            metavar="MODE",
+            help="The strategy: auto, full, directional or sampled (auto: full if it fits).",
+        ),
+    ] = Mode.auto,
+    method: Annotated[
+        Method,
+        typer.Option(
+            metavar="METHOD",
+            help="The finite differences: central, forward, backward, central4, richardson "
+            "or complex.",
+        ),
+    ] = Method.central,
     rtol: Annotated[
-        float | None, typer.Option(min=0, help="Relative tolerance (default: by dtype).")
+        float | None,
+        typer.Option(metavar="RTOL", min=0, help="Relative tolerance (default: by dtype)."),
     ] = None,
-    atol: Annotated[float, typer.Option(min=0, help="Absolute tolerance.")] = 0.0,
+    atol: Annotated[float, typer.Option(metavar="ATOL", min=0, help="Absolute tolerance.")] = 0.0,
     eps: Annotated[
         float | None,
         typer.Option(
@@ -295,16 +309,17 @@ def check(
     precision: Annotated[
         Precision,
         typer.Option(
+            metavar="PRECISION",
             help="auto: float16 and float32 parameters are differenced in float64 when the "
-            "loss accepts it; native: always in their own dtype."
+            "loss accepts it; native: always in their own dtype.",
         ),
     ] = Precision.auto,
     noise: Annotated[
         bool,
         typer.Option(
             "--noise/--no-noise",
-            help="Measure the loss's noise first (40 loss evaluations); without it, rounding "
-            "at the dtype's epsilon is assumed.",
+            help="Measure the loss's noise (40 loss evaluations) when a verdict depends on "
+            "it; without it, rounding at the dtype's epsilon is assumed.",
         ),
     ] = True,
     seed: Annotated[

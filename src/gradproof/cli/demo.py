@@ -4,7 +4,9 @@ The walk-through runs the assignment's 1-D check, then its N-dimensional
 check on the fraud-detection network, whose shipped backward pass has two
 planted bugs. The assignment's check only says that something is wrong;
 gradproof's check names the two wrong gradients and how far off they are,
-then passes the corrected backward pass.
+then passes the corrected backward pass. Its last step checks the shipped
+backward pass line by line, each intermediate gradient against the loss, and
+says which lines the error enters in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from gradproof import course
 from gradproof._typing import FloatArray
 from gradproof.checking.check import check
+from gradproof.checking.stages import check_stages
 from gradproof.results import CheckResult
 
 __all__ = ["run_demo"]
@@ -97,4 +100,12 @@ def run_demo(write: Writer = print) -> CheckResult:
     write("")
     fixed = _check_network(course.backward_propagation_n_corrected)
     write(_indent(str(fixed)))
+    write("")
+
+    write("4. Where the error enters: the shipped backward pass, line by line. Each intermediate")
+    write("   gradient it returns (dZ3, dA2, dZ2, dA1, dZ1) is checked against finite differences")
+    write("   of the cost with respect to that value, running the forward pass from it:")
+    write("")
+    staged = check_stages(course.forward_stages_n(Y), X, shipped, params=parameters)
+    write(_indent(str(staged)))
     return fixed

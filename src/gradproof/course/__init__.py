@@ -54,6 +54,7 @@ from gradproof.course._one_dimensional import (
     gradient_check,
 )
 from gradproof.course._parameters import PARAMETER_KEYS
+from gradproof.course._stages import forward_stages_n
 from gradproof.course._vectors import (
     dictionary_to_vector,
     gradients_to_vector,
@@ -69,6 +70,7 @@ __all__ = [
     "dictionary_to_vector",
     "forward_propagation",
     "forward_propagation_n",
+    "forward_stages_n",
     "gradient_check",
     "gradient_check_n",
     "gradient_check_n_test_case",

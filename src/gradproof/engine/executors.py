@@ -9,12 +9,13 @@ in the tasks, which threads of this process read (Note [Stopping early] in
 from __future__ import annotations
 
 from concurrent.futures import Executor, Future
+from typing import Any
 
-from gradproof._typing import FlatFunction
+from gradproof._typing import FlatFunction, FloatArray
 from gradproof.engine.base import _batch_note
 from gradproof.engine.chunks import _ChunkOutcome
 from gradproof.engine.pools import _available_cpus, _PoolEngine
-from gradproof.engine.tasks import _run_task, _StopFlag, _Task
+from gradproof.engine.tasks import _Parcel, _run_shipped, _run_task, _StopFlag, _Task
 
 __all__ = ["ExecutorEngine"]
 
@@ -68,6 +69,7 @@ class ExecutorEngine(_PoolEngine):
     ) -> None:
         super().__init__(workers, batch_size)
         self.executor = executor
+        self._scattered: Any = None  # Dask: this sweep's function and point on every worker
 
     @property
     def workers(self) -> int:
@@ -87,7 +89,30 @@ class ExecutorEngine(_PoolEngine):
     def _payload(self, fun: FlatFunction) -> object:
         return fun
 
+    def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
+        """Scatter the function and the point to every Dask worker once (else: None).
+
+        Note [Shipped once per worker] in :mod:`gradproof.engine.tasks`.
+        """
+        scatter = getattr(getattr(self.executor, "_client", None), "scatter", None)
+        if not callable(scatter):
+            return None  # threads share them; other executors get them with each task
+        try:
+            self._scattered = scatter((payload, x), broadcast=True, hash=False)
+        except Exception:  # a client that cannot scatter now: every task carries them
+            self._scattered = None
+            return None
+        return _Parcel(key="scattered", path="")
+
+    def _unship(self, parcel: _Parcel | None) -> None:
+        scattered, self._scattered = self._scattered, None
+        release = getattr(scattered, "release", None)
+        if callable(release):
+            release()
+
     def _submit(self, task: _Task) -> Future[_ChunkOutcome]:
+        if isinstance(task.fun, _Parcel) and self._scattered is not None:
+            return self.executor.submit(_run_shipped, task, self._scattered)
         return self.executor.submit(_run_task, task)
 
     def _stop_flag(self) -> _StopFlag | None:

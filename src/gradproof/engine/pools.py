@@ -55,7 +55,7 @@ from gradproof.engine.base import Engine, _check_batch_size, _check_workers, _or
 from gradproof.engine.chunks import _ChunkOutcome, _ChunkRunner, _points
 from gradproof.engine.progress import Progress
 from gradproof.engine.serial import _run_serially, _Sweep
-from gradproof.engine.tasks import _rebuild, _StopFlag, _Task
+from gradproof.engine.tasks import _discard, _Parcel, _rebuild, _StopFlag, _Task
 from gradproof.errors import WorkerLostError
 from gradproof.numerics.finite_diff import Samples
 
@@ -79,6 +79,9 @@ _CALIBRATION_SECONDS = 0.02
 
 _DISPATCH_SECONDS = 0.05
 """Work below this (in this process's time) runs serially even when workers are ready."""
+
+_THREADED_SHARE = 0.75
+"""A loss keeping this share of the CPUs busy alone leaves a process pool nothing to add."""
 
 _RETRY_PIECES = 4
 """A chunk lost with its worker is retried in this many pieces (Note [Lost workers])."""
@@ -108,6 +111,28 @@ class _PoolEngine(Engine):
     def _payload(self, fun: FlatFunction) -> object:
         """Return what the tasks carry to rebuild `fun` in a worker."""
 
+    def _threaded(self, busy: float, cpus: int) -> bool:
+        """Whether the loss already uses the cores the workers would need (Note [Threaded losses]).
+
+        Note [Threaded losses]
+            A loss that computes with several threads (OpenBLAS and MKL use one
+            per core by default, and so do torch and jax) keeps the machine's
+            cores busy from this process alone: timed on the first
+            coordinates, its CPU time is several times its wall time. Worker
+            processes then split the same cores among more threads, and the
+            pool was measured 2.4 to 4.5 times *slower* than serial on a
+            BLAS-heavy loss of a million parameters on 2 cores. When the loss
+            keeps at least :data:`_THREADED_SHARE` of the CPUs busy, the
+            sweep runs here, with a note that says why and how to use the
+            workers. An executor's workers may be other machines: only a
+            process pool, whose workers share these cores, is held back.
+        """
+        del busy, cpus
+        return False
+
+    def _require_sendable(self, fun: FlatFunction) -> None:
+        """Refuse, before any evaluation, a function that cannot reach the workers."""
+
     @abc.abstractmethod
     def _submit(self, task: _Task) -> Future[_ChunkOutcome]:
         """Start one task (may raise when the workers are gone)."""
@@ -123,6 +148,19 @@ class _PoolEngine(Engine):
     @abc.abstractmethod
     def _finish(self, flag: _StopFlag | None, stragglers: list[Future[_ChunkOutcome]]) -> None:
         """End a call: reset the stop flag, or stop the tasks that did not return in time."""
+
+    def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
+        """Send the function and the point once per worker, if the workers allow it.
+
+        None: every task carries them (Note [Shipped once per worker] in
+        :mod:`gradproof.engine.tasks`).
+        """
+        del payload, x
+        return None
+
+    def _unship(self, parcel: _Parcel | None) -> None:
+        """Release what :meth:`_ship` sent, once the sweep is over."""
+        _discard(parcel)
 
     def _replace_workers(self, future: Future[_ChunkOutcome] | None) -> None:
         """Make sure new tasks do not go to workers that were lost with `future`."""
@@ -175,33 +213,54 @@ class _PoolEngine(Engine):
             self._note(f"The {self.description} were not used: {reason}")
             _run_serially(runner, order, columns, sweep, deadline)
             return sweep.samples()
-        began = time.perf_counter()
-        payload = self._payload(fun)  # refuses an unpicklable loss before any evaluation
-        size = x.nbytes + (len(payload) if isinstance(payload, bytes) else 0)
-        overhead = time.perf_counter() - began + size / _BYTES_PER_SECOND
+        self._require_sendable(fun)  # refuses an unpicklable loss before any evaluation
         # Time the function on a first few coordinates, in this process (Note [Chunks]
-        # in chunks.py).
+        # in chunks.py), and see how many cores it keeps busy (Note [Threaded losses]).
+        cpu, wall = time.process_time(), time.perf_counter()
         done, seconds = _run_serially(
             runner, order, columns, sweep, deadline, budget=_CALIBRATION_SECONDS
         )
+        busy = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
         rest = order[done:]
         if sweep.stop is not None:
             return sweep.samples()
         serial_seconds = seconds * rest.size
-        if rest.size == 0 or serial_seconds < self._start_seconds():
+        # What the workers can save: all but a 1/W share of the time, at best.
+        gain = serial_seconds * (1.0 - 1.0 / max(self.workers, 1))
+        if rest.size == 0 or gain < self._start_seconds():
             self._note(
-                f"The {self.description} were not used for a small sweep: its evaluations "
-                f"take about {seconds * order.size:.2g} s in this process, less than starting "
-                f"to use the workers costs (about {self._start_seconds():.2g} s)."
+                f"The {self.description} were not used for a small sweep: what was left of it "
+                f"after timing the loss would take about {serial_seconds:.2g} s in this process, "
+                "and sharing it would save less than starting to use the workers costs "
+                f"(about {self._start_seconds():.2g} s)."
             )
             _run_serially(runner, rest, columns, sweep, deadline)
             return sweep.samples()
+        cpus = _available_cpus()
+        if self._threaded(busy, cpus):
+            self._note(
+                f"The {self.description} were not used: the loss already keeps about "
+                f"{busy:.1f} of this machine's {cpus} cores busy in this process (a "
+                "multi-threaded BLAS or framework), so worker processes would only compete "
+                "for them. Limit its threads (e.g. OMP_NUM_THREADS=1) to use the workers."
+            )
+            _run_serially(runner, rest, columns, sweep, deadline)
+            return sweep.samples()
+        began = time.perf_counter()
+        payload = self._payload(fun)  # only now: a sweep evaluated here needs no pickle
+        size = x.nbytes + (len(payload) if isinstance(payload, bytes) else 0)
+        overhead = time.perf_counter() - began + size / _BYTES_PER_SECOND
         task_seconds = max(_TASK_SECONDS, overhead / _OVERHEAD_SHARE)
         count = max(_CHUNKS_PER_WORKER * self.workers, math.ceil(serial_seconds / task_seconds))
         chunks = np.array_split(rest, min(rest.size, count))
         grace = max(_GRACE_SECONDS, 2.5 * max(task_seconds, seconds))
         stall = max(_STALL_SECONDS, 50 * max(task_seconds, seconds))
-        self._run_pool(fun, payload, x, columns, chunks, sweep, deadline, grace, stall)
+        parcel = self._ship(payload, x)
+        try:
+            carried = payload if parcel is None else parcel
+            self._run_pool(fun, carried, x, columns, chunks, sweep, deadline, grace, stall)
+        finally:
+            self._unship(parcel)
         return sweep.samples()
 
     def _run_pool(
@@ -233,7 +292,7 @@ class _PoolEngine(Engine):
                 chunk, lost = queue.pop()
                 task = _Task(
                     fun=payload,
-                    x=x,
+                    x=None if isinstance(payload, _Parcel) else x,
                     indices=chunk,
                     points=_points(columns, chunk),
                     batch_size=self.batch_size,

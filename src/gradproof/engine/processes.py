@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from gradproof._typing import FlatFunction
+from gradproof._typing import FlatFunction, FloatArray
 from gradproof._words import counted
 from gradproof.engine.base import _batch_note
 from gradproof.engine.chunks import _ChunkOutcome
-from gradproof.engine.pools import _PoolEngine
+from gradproof.engine.pools import _THREADED_SHARE, _PoolEngine
 from gradproof.engine.scripts import _main_script_problem
-from gradproof.engine.tasks import _run_task, _serialize, _start_worker, _StopFlag, _Task
+from gradproof.engine.tasks import (
+    _pack,
+    _Parcel,
+    _run_task,
+    _serialize,
+    _start_worker,
+    _StopFlag,
+    _Task,
+)
 
 __all__ = ["ProcessEngine"]
 
@@ -93,6 +102,7 @@ class ProcessEngine(_PoolEngine):
         self._flag: Any = None  # the pool's shared stop flag (a ctypes byte)
         self._owners: dict[Future[_ChunkOutcome], ProcessPoolExecutor] = {}
         self._processes: dict[int, list[Any]] = {}  # id(pool): its processes, for exit codes
+        self._sendable: weakref.ref[Any] | None = None  # the evaluator last seen to pickle
 
     @property
     def description(self) -> str:
@@ -118,6 +128,39 @@ class ProcessEngine(_PoolEngine):
 
     def _payload(self, fun: FlatFunction) -> object:
         return _serialize(fun)
+
+    def _threaded(self, busy: float, cpus: int) -> bool:
+        # Note [Threaded losses] in pools.py: the workers would share these cores.
+        return cpus >= 2 and busy >= _THREADED_SHARE * cpus
+
+    def _require_sendable(self, fun: FlatFunction) -> None:
+        """Pickle the function once per loss evaluator, to refuse an unpicklable loss early.
+
+        A check samples many functions of one evaluator (the sweep, subsets,
+        probes, the noise ladder's line), and short ones run in this process:
+        pickling each of them only to see that it can be pickled would cost
+        as much as the pickling the workers need (8 MB at a million
+        parameters), for every call of a directional search.
+        """
+        owner = getattr(fun, "evaluator", fun)
+        if self._sendable is not None and self._sendable() is owner:
+            return
+        _serialize(fun)
+        try:
+            self._sendable = weakref.ref(owner)
+        except TypeError:  # an object without weak references: check it every time
+            self._sendable = None
+
+    def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
+        """Write the function and the point for the workers to read once.
+
+        Note [Shipped once per worker] in :mod:`gradproof.engine.tasks`.
+        """
+        assert isinstance(payload, bytes)
+        try:
+            return _pack(payload, x)
+        except OSError:  # no writable temporary folder: every task carries them
+            return None
 
     def _stop_flag(self) -> _StopFlag | None:
         return None  # the workers read the pool's flag (`_start_worker`)

@@ -10,20 +10,37 @@ traceback as text, and :func:`_rebuild` turns it into the exception the caller
 sees.
 
 Note [One copy of x per task]
-    A task carries the point `x` and, for its ``m`` coordinates, only their
-    ``k`` column values (a ``(k, m)`` array), not the ``k`` full columns: it
-    sends ``O(n + k m)`` numbers instead of ``O(k n)``. The worker moves one
-    coordinate of a single work vector, evaluates, and restores it, so it
-    holds one copy of `x` (or one ``(B, n)`` stack when batching) whatever
-    the chunk's size.
+    A task carries, for its ``m`` coordinates, only their indices and their
+    ``k`` column values (a ``(k, m)`` array), not the ``k`` full columns. The
+    worker moves one coordinate of a single work vector, evaluates, and
+    restores it, so it holds one copy of `x` (or one ``(B, n)`` stack when
+    batching) whatever the chunk's size.
+
+Note [Shipped once per worker]
+    A process pool's tasks do not carry the function or the point: the
+    parent writes them, pickled, to one temporary file per sweep (a
+    :class:`_Parcel`, in ``/dev/shm`` where there is one), and every task
+    carries only the file's name and key. A worker reads the file at its
+    first task of the sweep and keeps what it loaded for the next ones (the
+    last :data:`_PARCELS_KEPT` sweeps), so the function, its data and the
+    point cross to each worker once per sweep, not once per task: at a
+    million parameters the point alone is 8 MB. The parent removes the file
+    when the sweep ends. On a Dask cluster (an executor from
+    ``client.get_executor()``) the function and the point are scattered to
+    every worker once per sweep instead (``client.scatter(...,
+    broadcast=True)``), and each task receives them from its worker's memory
+    (:func:`_run_shipped`). Other executors' tasks (threads) share them in
+    this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
 import signal
+import tempfile
 import traceback
 from typing import Any, NamedTuple
 
@@ -50,11 +67,53 @@ class _StopFlag:
         return (_StopFlag, ())
 
 
+class _Parcel(NamedTuple):
+    """Where a worker finds a sweep's function and point (Note [Shipped once per worker])."""
+
+    key: str
+    path: str
+
+
+_PARCELS_KEPT = 2
+"""A worker keeps the function and point of this many sweeps (the current one, the last one)."""
+
+_OPENED: dict[str, tuple[FlatFunction, FloatArray]] = {}
+"""In a worker process: the parcels it has loaded, oldest first."""
+
+
+def _pack(payload: bytes, x: FloatArray) -> _Parcel:
+    """Write a sweep's pickled function and its point to a temporary file, once."""
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    handle, path = tempfile.mkstemp(prefix="gradproof-", suffix=".pkl", dir=folder)
+    with os.fdopen(handle, "wb") as out:
+        pickle.dump((payload, x), out, protocol=pickle.HIGHEST_PROTOCOL)
+    return _Parcel(key=os.path.basename(path), path=path)
+
+
+def _unpack(parcel: _Parcel) -> tuple[FlatFunction, FloatArray]:
+    """Return the function and the point of a parcel, loading them at the first task only."""
+    found = _OPENED.get(parcel.key)
+    if found is None:
+        with open(parcel.path, "rb") as source:
+            payload, x = pickle.load(source)
+        found = _OPENED[parcel.key] = (_load(payload), x)
+        while len(_OPENED) > _PARCELS_KEPT:
+            del _OPENED[next(iter(_OPENED))]
+    return found
+
+
+def _discard(parcel: _Parcel | None) -> None:
+    """Remove a parcel's file once its sweep is over (the workers keep what they loaded)."""
+    if parcel is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(parcel.path)
+
+
 class _Task(NamedTuple):
     """One chunk of coordinates, with everything a worker needs to evaluate it."""
 
-    fun: object  # the function, or its pickle (bytes) for a process pool
-    x: FloatArray
+    fun: object  # the function; its pickle (bytes); or a _Parcel holding it and the point
+    x: FloatArray | None  # None when `fun` is a _Parcel
     indices: npt.NDArray[np.intp]
     points: FloatArray  # (k, m): the chunk's column values only
     batch_size: int | None
@@ -75,16 +134,28 @@ def _run_task(task: _Task) -> _ChunkOutcome:
     in_caller = os.getpid() == task.parent[0]
     remote = not in_caller
     try:
-        fun = _load(task.fun)
+        if isinstance(task.fun, _Parcel):
+            # Kept for the next tasks of the sweep: evaluated on a copy (own_x=False).
+            fun, x = _unpack(task.fun)
+            own_x = False
+        else:
+            assert task.x is not None
+            fun, x = _load(task.fun), task.x
+            own_x = task.private_x and bool(x.flags.writeable)
         remote = (os.getpid(), id(fun)) != task.parent
-        own_x = task.private_x and bool(task.x.flags.writeable)
-        runner = _ChunkRunner(fun, task.x, task.batch_size, rows=task.points.size, own_x=own_x)
+        runner = _ChunkRunner(fun, x, task.batch_size, rows=task.points.size, own_x=own_x)
         outcome = runner.run(task.indices, task.points, stop)
     except Exception as exc:  # loading the function, or a value that is not a number
         outcome = _ChunkOutcome(np.full(task.points.shape, np.nan), 0, 0, "error", exc)
     if isinstance(outcome.error, BaseException) and not in_caller:
         outcome = outcome._replace(error=_PortableError.capture(outcome.error))
     return outcome._replace(remote=remote)
+
+
+def _run_shipped(task: _Task, shipped: tuple[object, FloatArray]) -> _ChunkOutcome:
+    """Evaluate one chunk with the function and point scattered to the worker (Dask)."""
+    fun, x = shipped
+    return _run_task(task._replace(fun=fun, x=x))
 
 
 def _start_worker(flag: Any) -> None:

@@ -24,16 +24,18 @@ from gradproof.errors import BackendUnavailableError
 from gradproof.report.text import (
     _ENTRY_HEADERS,
     _INCONCLUSIVE_HEADERS,
-    _PARAM_HEADERS,
     _PROBE_HEADERS,
     _VERDICT_LABEL,
     _coverage_line,
     _entry_rows,
     _headline,
     _inconclusive_rows,
+    _label,
     _num,
+    _param_headers,
     _param_row,
     _probe_cells,
+    _sectioned,
     _split_code,
     refined_phrase,
     wrong_count,
@@ -116,10 +118,14 @@ def _context_section(context: Mapping[str, str] | None) -> str:
 
 
 def _parameters_section(result: CheckResult) -> str:
-    rows = [_param_row(p) for p in result.params]
-    return "<h2>Parameters</h2>" + _table(
-        _PARAM_HEADERS, rows, row_classes=[p.verdict.value for p in result.params], verdict_column=2
-    )
+    parts = [f"<h2>{escape(result.subject_noun.capitalize())}s</h2>"]
+    for heading, reports in _sectioned(result):
+        if heading:
+            parts.append(f"<h3>{escape(heading)}</h3>")
+        rows = [_param_row(p) for p in reports]
+        classes = [p.verdict.value for p in reports]
+        parts.append(_table(_param_headers(result), rows, row_classes=classes, verdict_column=2))
+    return "".join(parts)
 
 
 def _diagnosis_section(result: CheckResult) -> str:
@@ -132,7 +138,7 @@ def _diagnosis_section(result: CheckResult) -> str:
         summary = diagnosis.summary if diagnosis else "wrong"
         count = wrong_count(report)
         shown_count = f" ({escape(count)})" if count else ""
-        parts.append(f"<h3>{escape(report.name)}: {_prose(summary)}{shown_count}</h3>")
+        parts.append(f"<h3>{escape(_label(result, report))}: {_prose(summary)}{shown_count}</h3>")
         if diagnosis:
             parts.append(f'<p class="hint">{_prose(diagnosis.hint)}</p>')
         if report.failures:
@@ -150,7 +156,7 @@ def _inconclusive_section(result: CheckResult) -> str:
     parts = ["<h2>Inconclusive entries (not counted as wrong)</h2>"]
     for report in reports:
         parts.append(
-            f"<h3>{escape(report.name)}: {report.n_inconclusive} of "
+            f"<h3>{escape(_label(result, report))}: {report.n_inconclusive} of "
             f"{counted(report.n_checked, 'entry')}</h3>"
         )
         parts.append(_table(_INCONCLUSIVE_HEADERS, _inconclusive_rows(report.inconclusive_entries)))

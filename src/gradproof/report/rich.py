@@ -20,16 +20,18 @@ from gradproof._words import counted, noun
 from gradproof.report.text import (
     _ENTRY_HEADERS,
     _INCONCLUSIVE_HEADERS,
-    _PARAM_HEADERS,
     _PROBE_HEADERS,
     ENTRIES_SHOWN,
     _coverage_line,
     _entry_rows,
     _headline,
     _inconclusive_rows,
+    _label,
     _num,
+    _param_headers,
     _param_row,
     _probe_cells,
+    _sectioned,
     _split_code,
     refined_phrase,
     wrong_count,
@@ -46,7 +48,7 @@ VERDICT_STYLE: Mapping[Verdict, str] = {
 """The colour of each verdict."""
 
 
-def _param_table(result: CheckResult) -> Table:
+def _param_table(result: CheckResult, reports: Sequence[ParamReport]) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -55,14 +57,15 @@ def _param_table(result: CheckResult) -> Table:
         collapse_padding=True,
     )
     justified = ("left", "left", "left", "right", "right", "left", "right", "right")
-    for header, justify in zip(_PARAM_HEADERS, justified, strict=True):
+    headers = _param_headers(result)
+    for column, (header, justify) in enumerate(zip(headers, justified, strict=True)):
         table.add_column(
             header,
             justify=justify,  # type: ignore[arg-type]
-            no_wrap=header not in ("parameter", "worst entry"),
-            min_width=len(header) if header == "parameter" else None,
+            no_wrap=column not in (0, 5),  # the names wrap, the numbers never
+            min_width=len(header) if column == 0 else None,
         )
-    for report in result.params:
+    for report in reports:
         row = _param_row(report)
         cells: list[RenderableType] = [Text(cell) for cell in row]
         cells[2] = Text(row[2], style=VERDICT_STYLE[report.verdict])
@@ -87,13 +90,13 @@ def _prose(text: str, style: str = "") -> Text:
     )
 
 
-def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
+def _diagnosis(result: CheckResult, report: ParamReport, verbose: bool) -> list[RenderableType]:
     diagnosis = report.diagnosis
     summary = diagnosis.summary if diagnosis else "wrong"
     count = wrong_count(report)
     parts: list[RenderableType] = [
         Text.assemble(
-            ("  " + report.name, "bold red"),
+            ("  " + _label(result, report), "bold red"),
             ": ",
             _prose(summary),
             f" ({count})" if count else "",
@@ -116,12 +119,12 @@ def _diagnosis(report: ParamReport, verbose: bool) -> list[RenderableType]:
     return parts
 
 
-def _inconclusive(report: ParamReport, verbose: bool) -> list[RenderableType]:
+def _inconclusive(result: CheckResult, report: ParamReport, verbose: bool) -> list[RenderableType]:
     entries = report.inconclusive_entries
     shown = entries if verbose else entries[:ENTRIES_SHOWN]
     parts: list[RenderableType] = [
         Text.assemble(
-            ("  " + report.name, "bold yellow"),
+            ("  " + _label(result, report), "bold yellow"),
             f": {report.n_inconclusive} of {counted(report.n_checked, 'entry')}",
         ),
         Padding(
@@ -160,7 +163,8 @@ def render_renderable(
     style = VERDICT_STYLE[result.verdict]
     header = Panel(
         Text(
-            f"{counted(len(result.params), 'parameter')}, {counted(result.n_entries, 'entry')}; "
+            f"{counted(len(result.subjects), result.subject_noun)}, "
+            f"{counted(result.n_entries, 'entry')}; "
             f"mode {result.mode}, "
             f"{result.method} differences, step {result.step}, rtol {result.rtol:.3g}"
             + (f", atol {result.atol:.3g}" if result.atol else "")
@@ -170,19 +174,23 @@ def render_renderable(
         title_align="left",
         border_style=style.replace("bold ", ""),
     )
-    parts: list[RenderableType] = [header, _param_table(result)]
+    parts: list[RenderableType] = [header]
+    for heading, reports in _sectioned(result):
+        if heading:
+            parts += [Text(""), Text(heading, style="bold")]
+        parts.append(_param_table(result, reports))
 
     wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
     if wrong:
         parts += [Text(""), Text("Diagnosis", style="bold")]
     for report in wrong:
-        parts += _diagnosis(report, verbose)
+        parts += _diagnosis(result, report, verbose)
 
     inconclusive = [p for p in result.params if p.n_inconclusive]
     if inconclusive:
         parts += [Text(""), Text("Inconclusive entries (not counted as wrong)", style="bold")]
     for report in inconclusive:
-        parts += _inconclusive(report, verbose)
+        parts += _inconclusive(result, report, verbose)
 
     probed = [p for p in result.params if p.probes and (verbose or p.verdict is not Verdict.PASS)]
     if probed:

@@ -68,13 +68,13 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _headline(result: CheckResult) -> str:
-    n = len(result.params)
+    subjects, what = result.subjects, result.subject_noun
     if result.verdict is Verdict.FAIL:
-        wrong = result.suspects
-        if n == 1:
+        wrong = [_failing_in(result, subject) for subject in result.suspects]
+        if len(subjects) == 1:
             return f"gradproof: WRONG: {wrong[0]} has a wrong gradient"
         return (
-            f"gradproof: WRONG: {len(wrong)} of {counted(n, 'parameter')} "
+            f"gradproof: WRONG: {len(wrong)} of {counted(len(subjects), what)} "
             f"{'has a wrong gradient' if len(wrong) == 1 else 'have wrong gradients'}: "
             f"{', '.join(wrong)}"
         )
@@ -95,10 +95,50 @@ def _headline(result: CheckResult) -> str:
             f"gradproof: INCONCLUSIVE: nothing wrong, but some entries could not be judged: "
             f"{', '.join(result.inconclusive)}"
         )
-    if n == 1:
-        only = result.params[0].name
-        return f"gradproof: CORRECT: {only} ({counted(result.n_entries, 'entry')}) passes"
-    return f"gradproof: CORRECT: all {n} parameters ({counted(result.n_entries, 'entry')}) pass"
+    entries = counted(result.n_entries, "entry")
+    if len(subjects) == 1:
+        return f"gradproof: CORRECT: {subjects[0]} ({entries}) passes"
+    return f"gradproof: CORRECT: all {counted(len(subjects), what)} ({entries}) pass"
+
+
+def _failing_in(result: CheckResult, subject: str) -> str:
+    """Name a wrong subject, with the sections it fails in when the result has several.
+
+    An input whose reverse-mode gradient is right and whose forward mode is
+    wrong reads ``x (forward mode)``: the headline counts the input once and
+    says where it is wrong.
+    """
+    if len(result.sections) < 2:
+        return subject
+    failing = [
+        p.section
+        for p in result.params
+        if p.subject_name == subject and p.verdict is Verdict.FAIL and p.section
+    ]
+    return f"{subject} ({' and '.join(dict.fromkeys(failing))})" if failing else subject
+
+
+def _sectioned(result: CheckResult) -> list[tuple[str, list[ParamReport]]]:
+    """Group the reports by `section` in order of first use, each heading capitalised.
+
+    A plain check has one group with an empty heading.
+    """
+    groups: dict[str, list[ParamReport]] = {}
+    for report in result.params:
+        groups.setdefault(report.section, []).append(report)
+    return [(heading[:1].upper() + heading[1:], reports) for heading, reports in groups.items()]
+
+
+def _label(result: CheckResult, report: ParamReport) -> str:
+    """Name a report, with its section when the result has several (``x (forward mode)``)."""
+    if report.section and len(result.sections) > 1:
+        return f"{report.name} ({report.section})"
+    return report.name
+
+
+def _param_headers(result: CheckResult) -> tuple[str, ...]:
+    """Return the report table's headers: the first column is named for what was checked."""
+    return (result.subject_noun, *_PARAM_HEADERS[1:])
 
 
 def _probe_figures(report: ParamReport) -> tuple[float, float]:
@@ -215,11 +255,10 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         A headline verdict, a table with one row per parameter, the diagnosis
         of each wrong parameter with its worst entries, and how the check ran.
     """
-    parts = [
-        _headline(result),
-        "",
-        render_table(_PARAM_HEADERS, [_param_row(p) for p in result.params]),
-    ]
+    parts = [_headline(result)]
+    for heading, reports in _sectioned(result):
+        parts += ["", *([heading] if heading else [])]
+        parts.append(render_table(_param_headers(result), [_param_row(p) for p in reports]))
 
     wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
     if wrong:
@@ -228,7 +267,7 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         diagnosis = report.diagnosis
         summary = diagnosis.summary if diagnosis else "wrong"
         count = wrong_count(report)
-        parts.append(f"  {report.name}: {summary}" + (f" ({count})" if count else ""))
+        parts.append(f"  {_label(result, report)}: {summary}" + (f" ({count})" if count else ""))
         if diagnosis:
             parts.append(f"    {diagnosis.hint}")
         shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
@@ -250,7 +289,8 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         parts += ["", "Inconclusive entries (not counted as wrong)"]
     for report in inconclusive:
         parts.append(
-            f"  {report.name}: {report.n_inconclusive} of {counted(report.n_checked, 'entry')}"
+            f"  {_label(result, report)}: {report.n_inconclusive} of "
+            f"{counted(report.n_checked, 'entry')}"
         )
         shown_entries = (
             report.inconclusive_entries if verbose else report.inconclusive_entries[:ENTRIES_SHOWN]

@@ -90,8 +90,17 @@ from gradproof.torch._problem import _Problem
 from gradproof.torch._run import _run_problem
 from gradproof.torch._structure import _check_function_structure, _check_module_structure
 from gradproof.torch._terms import _Combined, _Family
+from gradproof.torch.locate import LocateResult, ModuleVerdict, locate
 
-__all__ = ["CHECK_OPTIONS", "JACOBIAN_MAX_ENTRIES", "check_function", "check_module"]
+__all__ = [
+    "CHECK_OPTIONS",
+    "JACOBIAN_MAX_ENTRIES",
+    "LocateResult",
+    "ModuleVerdict",
+    "check_function",
+    "check_module",
+    "locate",
+]
 
 JACOBIAN_MAX_ENTRIES = 16
 """With ``jacobian="auto"``, functions with at most this many output entries get the full Jacobian.
