@@ -297,3 +297,47 @@ def test_one_wrong_entry_within_rtol_is_not_spread_into_a_factor():
 
     result = check(lambda w: float(np.mean((X @ w - y) ** 2)), grad, rng.normal(size=6))
     assert result.verdict is Verdict.PASS, str(result)
+
+
+def test_the_torch_adapter_speaks_torch():
+    torch = pytest.importorskip("torch")
+    from gradproof.torch import check_function
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**2
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            out = 2 * x * g
+            out[1] = 0.0  # one entry overwritten
+            return out
+
+    x = torch.arange(1.0, 13.0, dtype=torch.float64, requires_grad=True)
+    result = check_function(Square.apply, x)
+    # The adapter checks d output[i] / d input: the overwritten entry's row is all zeros.
+    hint = next(p.diagnosis for p in result.params if p.diagnosis is not None).hint
+    assert "`.detach()`" in hint and "detached or overwritten variable" not in hint
+
+
+def test_the_jax_adapter_speaks_jax():
+    jax = pytest.importorskip("jax")
+    from gradproof.jax import check_function
+
+    @jax.custom_vjp
+    def square(x):
+        return x**2
+
+    def square_fwd(x):
+        return x**2, x
+
+    def square_bwd(x, g):
+        return ((2 * x * g).at[1].set(0.0),)  # one entry overwritten
+
+    square.defvjp(square_fwd, square_bwd)
+    result = check_function(square, jax.numpy.arange(1.0, 13.0))
+    hint = next(p.diagnosis for p in result.params if p.diagnosis is not None).hint
+    assert ".at[...].add(...)" in hint and "np.add.at" not in hint
