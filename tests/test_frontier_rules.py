@@ -303,7 +303,7 @@ def test_the_torch_adapter_speaks_torch():
     torch = pytest.importorskip("torch")
     from gradproof.torch import check_function
 
-    class Square(torch.autograd.Function):
+    class Square(torch.autograd.Function):  # type: ignore[name-defined,misc]
         @staticmethod
         def forward(ctx, x):
             ctx.save_for_backward(x)
