@@ -37,6 +37,7 @@ DiagnosisKind = Literal[
     "sign",
     "scale",
     "few_entries",
+    "one_entry",
     "axis",
     "swapped",
     "unknown",
@@ -52,8 +53,9 @@ class Diagnosis:
     ----------
     kind : DiagnosisKind
         The pattern found: ``"non_finite"``, ``"zero"``, ``"transpose"``,
-        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"axis"``, ``"swapped"``
-        or ``"unknown"``.
+        ``"sign"``, ``"scale"``, ``"few_entries"``, ``"one_entry"`` (a
+        parameter with a single entry checked, which no pattern can describe),
+        ``"axis"``, ``"swapped"`` or ``"unknown"``.
     summary : str
         One line saying what the error looks like, e.g. ``analytic = 2 x numeric``.
     hint : str
@@ -62,7 +64,8 @@ class Diagnosis:
         For ``scale`` and ``sign``: the fitted ``k`` in ``analytic = k * numeric``;
         for ``transpose``: the ``k`` in ``analytic = k * numeric.T``.
     entries : tuple of tuple of int
-        For ``few_entries``: the index of every wrong entry, in C order.
+        For ``few_entries``: the index of every wrong entry, in C order; for
+        ``one_entry``: the index of that entry.
     axis : int or None
         For ``axis``: the axis along which the error is the same, or across
         whose slices the wrong entries lie.
@@ -179,11 +182,15 @@ class InconclusiveEntry:
     left, right : float
         The loss's one-sided derivatives at the smallest step taken (NaN when
         the loss was not finite nearby).
-    reason : {"kink", "no_safe_step", "non_finite"}
+    reason : {"kink", "no_safe_step", "non_finite", "discontinuous", "several_kinks"}
         ``kink``: the loss has a kink here (one-sided derivatives that
         differ at every step); ``no_safe_step``: no step could be taken that is
         both smooth and above the noise; ``non_finite``: the loss was not
-        finite at a neighbouring point.
+        finite at a neighbouring point; ``discontinuous``: the loss jumps here
+        (one-sided differences that grow as the step shrinks), so no
+        derivative exists; ``several_kinks``: several kinks meet here and the
+        analytic value, outside the one-sided derivatives, is a limit of the
+        gradient from nearby smooth points.
     subgradient : bool
         Whether the analytic value lies between the one-sided derivatives
         (within tolerance): at a kink it is then a valid subgradient.

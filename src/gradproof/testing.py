@@ -450,6 +450,8 @@ def _short_diagnosis(report: ParamReport) -> str:
     fixed = {"non_finite": "NaN or infinite", "zero": "all zeros", "transpose": "transposed"}
     if kind in fixed:
         return fixed[kind]
+    if kind == "one_entry":
+        return "its one entry wrong"
     if kind == "few_entries" and diagnosis:
         return f"{counted(len(diagnosis.entries), 'entry')} wrong"
     if report.n_failed and report.strategy != "directional":

@@ -90,6 +90,7 @@ def check(
     batch_size: int | None = None,
     progress: bool | None = None,
     max_listed: int | None = MAX_LISTED_ENTRIES,
+    dialect: str = "numpy",
 ) -> CheckResult:
     """Check a gradient against finite differences, parameter by parameter.
 
@@ -184,6 +185,10 @@ def check(
         How many wrong entries, and how many inconclusive ones, each parameter
         report lists (worst first); ``None`` lists every one. The counts, the
         diagnosis and the full arrays never depend on it.
+    dialect : {"numpy", "torch", "jax"}
+        The code the gradient comes from, so that the diagnosis hints speak
+        its language (``np.add.at`` for numpy, ``index_add_`` for PyTorch,
+        ``.at[...].add`` for JAX). The PyTorch and JAX adapters set it.
 
     Returns
     -------
@@ -248,7 +253,7 @@ def check(
         mode=mode, method=method, eps=eps, rel_step=rel_step, rtol=rtol, atol=atol, seed=seed,
         precision=precision, noise=noise, max_evals=max_evals, time_budget=time_budget,
         n_probes=n_probes, n_samples=n_samples, executor=executor, batch_size=batch_size,
-        progress=progress, max_listed=max_listed,
+        progress=progress, max_listed=max_listed, dialect=dialect,
     )  # fmt: skip
     return check_with_options(loss, grad, params, options, loss_batch=loss_batch)
 

@@ -442,4 +442,5 @@ class Context:
         for name in ("numeric", "error_bar", "measured", "left", "right", "reason", "codes"):
             getattr(full, name)[idx] = getattr(sub, name)
         full.n_resolved, full.interrupted, full.notes = sub.n_resolved, sub.interrupted, sub.notes
+        full.systematic = [fit.moved(idx) for fit in sub.systematic]
         return full

@@ -47,6 +47,7 @@ from gradproof.checking.diagnose_swapped import _swapped_pairs
 from gradproof.checking.diagnose_transpose import _transpose_diagnosis
 from gradproof.numerics.tolerances import default_rtol
 from gradproof.results import Diagnosis
+from gradproof.tree import format_index
 
 __all__ = [
     "EXPLAINED_FRACTION",
@@ -165,6 +166,8 @@ def _diagnose_parameter(
                 "pass (a forgotten term, a detached or overwritten variable)."
             ),
         )
+    if a.size == 1:
+        return _one_entry_diagnosis(name, a_full.shape, usable, float(a[0]), float(n[0]))
     failing = _failing(a_full, n_full, usable, wrong, dtype)
     # Only usable entries are compared from here on; zeros elsewhere keep the sums finite.
     a_full = np.where(usable, a_full, 0.0)
@@ -306,3 +309,37 @@ def _failing(
         )
         outside = np.abs(a_full - n_full) > tolerance
     return usable & outside
+
+
+def _one_entry_diagnosis(
+    name: str, shape: tuple[int, ...], usable: BoolArray, analytic: float, numeric: float
+) -> Diagnosis:
+    """Name the one judged entry: a single value fits any factor, so none is given.
+
+    Note [One entry has no pattern]
+        A pattern needs several entries to show: any single wrong value is
+        some multiple of the right one, so "analytic = 3/2 × numeric" on a
+        scalar or a one-entry tensor says nothing the two values do not.
+        Such a parameter is diagnosed as its one wrong entry, with both
+        values; only the exact opposite value is named, as a sign flip.
+    """
+    index = tuple(int(i) for i in np.argwhere(usable)[0]) if shape else ()
+    where = f" ({format_index(name, index)})" if shape and int(np.prod(shape)) > 1 else ""
+    values = f"analytic {analytic:.6g}, numeric {numeric:.6g}"
+    if numeric != 0 and abs(analytic + numeric) <= 1e-6 * abs(numeric):
+        # The opposite value exactly is a recognisable mistake even in one entry.
+        return Diagnosis(
+            kind="sign",
+            summary=f"its one entry{where} has its sign flipped: {values}",
+            hint=f"The sign of `{name}`'s gradient is flipped: look for a `-` too many or too few.",
+            factor=-1.0,
+        )
+    return Diagnosis(
+        kind="one_entry",
+        summary=(f"its one entry{where} is wrong: {values}"),
+        hint=(
+            f"`{name}` has a single entry checked, so no pattern can be told from it (any wrong "
+            "value is some multiple of the right one): re-derive its backward term by term."
+        ),
+        entries=(index,),
+    )

@@ -214,3 +214,24 @@ def _main_term_factor_diagnosis(
         hint=found.hint + _MAIN_TERM_REMAINDER,
         factor=k,
     )
+
+
+def _systematic_diagnosis(name: str, k: float, uncertainty: float) -> Diagnosis:
+    """``analytic = k × numeric`` on every entry, within rtol but far outside the error bars."""
+    deviation = k - 1
+    digits = max(2, int(np.ceil(-np.log10(max(abs(deviation), 1e-300)))) + 2)
+    shown = f"{k:.{min(digits, 15)}f}".rstrip("0")
+    return Diagnosis(
+        kind="scale",
+        summary=(
+            f"analytic = {shown} × numeric on every entry (factor 1 {'+' if deviation > 0 else '-'}"
+            f" {abs(deviation):.3g} ± {uncertainty:.2g}): each entry is within rtol, but the "
+            "deviation is the same on all of them, far outside their error bars"
+        ),
+        hint=(
+            f"The gradient of `{name}` is off by a relative {abs(deviation):.3g} on every entry: "
+            "a normaliser off by one (m - 1 for m), a constant rounded (a temperature, eps "
+            "inside a square root), or a term of that relative size missing everywhere."
+        ),
+        factor=k,
+    )

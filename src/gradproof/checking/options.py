@@ -22,7 +22,7 @@ import numpy as np
 from gradproof.engine.execution import Engine
 from gradproof.errors import InputError
 
-__all__ = ["MAX_LISTED_ENTRIES", "METHODS", "MODES", "PRECISIONS", "CheckOptions"]
+__all__ = ["DIALECTS", "MAX_LISTED_ENTRIES", "METHODS", "MODES", "PRECISIONS", "CheckOptions"]
 
 MAX_LISTED_ENTRIES = 20
 """How many wrong (or inconclusive) entries each parameter report lists, worst first."""
@@ -32,6 +32,9 @@ METHODS = ("central", "forward", "backward", "central4", "richardson", "complex"
 
 MODES = ("auto", "full", "directional", "sampled")
 """The strategies :func:`gradproof.check` accepts (Note [Choosing a strategy])."""
+
+DIALECTS = ("numpy", "torch", "jax")
+"""The code a gradient comes from, for the words of the diagnosis hints."""
 
 PRECISIONS = ("auto", "native")
 """How low-precision parameters are differenced: in float64 where possible, or natively."""
@@ -79,6 +82,10 @@ class CheckOptions:
         Show a progress bar (None: on a terminal).
     max_listed : int or None
         Wrong and inconclusive entries listed per parameter (None: all).
+    dialect : {"numpy", "torch", "jax"}
+        The code the gradient comes from: the diagnosis hints speak its
+        language (Note [Hints fit the code] in
+        :mod:`gradproof.checking.diagnose_dialects`). The adapters set it.
 
     Examples
     --------
@@ -108,9 +115,11 @@ class CheckOptions:
     batch_size: int | None = None
     progress: bool | None = None
     max_listed: int | None = MAX_LISTED_ENTRIES
+    dialect: str = "numpy"
 
     def __post_init__(self) -> None:
         _choose("mode", self.mode, MODES)
+        _choose("dialect", self.dialect, DIALECTS)
         _choose("method", self.method, METHODS)
         _choose("precision", self.precision, PRECISIONS)
         for label, value in (("rtol", self.rtol), ("atol", self.atol)):

@@ -13,12 +13,15 @@ from gradproof.checking.diagnose import (
     diagnose_probes,
     diagnose_swaps,
 )
+from gradproof.checking.diagnose_dialects import in_dialect
+from gradproof.checking.diagnose_fits import _systematic_diagnosis
 from gradproof.checking.directional import DirectionalOutcome
 from gradproof.checking.setup import _measured_level
 from gradproof.checking.sweep import (
     FAIL,
     INCONCLUSIVE,
     PASS,
+    REASON_DISCONTINUOUS,
     REASON_NON_FINITE,
     REASONS,
     UNCHECKED,
@@ -47,6 +50,7 @@ def _param_reports(
     strategy: str,
     outcome: DirectionalOutcome | None,
     max_listed: int | None,
+    dialect: str = "numpy",
 ) -> tuple[ParamReport, ...]:
     tolerance = entries.tolerance()
     reports = [
@@ -65,8 +69,15 @@ def _param_reports(
     swaps = diagnose_swaps(
         [(r.name, r.analytic, r.numeric, r.verdict is Verdict.FAIL) for r in reports]
     )
-    return tuple(
+    reports = [
         dataclasses.replace(r, diagnosis=swaps[r.name]) if r.name in swaps else r for r in reports
+    ]
+    # Hints in the words of the code checked (Note [Hints fit the code]).
+    return tuple(
+        dataclasses.replace(r, diagnosis=in_dialect(r.diagnosis, dialect))
+        if r.diagnosis is not None
+        else r
+        for r in reports
     )
 
 
@@ -115,9 +126,19 @@ def _param_report(
             left=float(entries.left[j]),
             right=float(entries.right[j]),
             reason=REASONS[int(entries.reason[j])],
-            subgradient=bool(entries.reason[j] != REASON_NON_FINITE),
+            # At a jump no derivative exists, so nothing is a subgradient.
+            subgradient=bool(entries.reason[j] not in (REASON_NON_FINITE, REASON_DISCONTINUOUS)),
         )
 
+    # A small systematic error found across the tensor's entries (Note [Small systematic errors]).
+    systematic = next(
+        (
+            fit
+            for fit in entries.systematic
+            if fit.indices.size and span.start <= int(fit.indices[0]) < span.stop
+        ),
+        None,
+    )
     order = np.argsort(-ranked, kind="stable")
     listed = int(failed.sum()) if max_listed is None else min(int(failed.sum()), max_listed)
     failures = tuple(entry(int(i)) for i in order[:listed])
@@ -140,7 +161,9 @@ def _param_report(
         n_failed=int(failed.sum()),
         n_inconclusive=int(inconclusive.sum()),
         diagnosis=(
-            diagnose_parameter(
+            _systematic_diagnosis(leaf.name, systematic.factor, systematic.uncertainty)
+            if systematic is not None
+            else diagnose_parameter(
                 leaf.name,
                 analytic.reshape(leaf.shape),
                 # Localisation showed that the entries it found account for the probe's

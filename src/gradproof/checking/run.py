@@ -120,7 +120,9 @@ class _Run:
         if self.stop.reason is not None:
             entries.interrupted = True
             self.notes.append(_stop_note(self.stop.reason, options.max_evals, entries, self.mode))
-        reports = _param_reports(self.tree, entries, self.mode, self.outcome, options.max_listed)
+        reports = _param_reports(
+            self.tree, entries, self.mode, self.outcome, options.max_listed, options.dialect
+        )
         judged = (entries.codes == PASS) | (entries.codes == FAIL)
         return CheckResult(
             params=reports,

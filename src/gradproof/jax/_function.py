@@ -350,6 +350,6 @@ def _check(
         loss,
         grad,
         params,
-        options.replace(batch_size=batching.get("batch_size")),
+        options.replace(batch_size=batching.get("batch_size"), dialect="jax"),
         loss_batch=batching.get("loss_batch"),
     )

@@ -30,6 +30,36 @@ Note [Kink test]
     large gap would be taken for a kink. One such level whose gap keeps three
     quarters of its size settles a kink (two evaluations); a smooth loss needs
     the usual two shrinks.
+
+Note [A kink is a gap that persists]
+    A gap at one step alone does not tell a kink from curvature: a smooth
+    loss's gap is ``h f''``, and where the derivative is tiny next to the
+    curvature (``x**4`` at ``x = 0.01``, a sum of many squares at its optimum)
+    that gap is large against the derivative although nothing bends sharply.
+    So an entry is called a kink only when a smaller step was taken and the
+    gap stayed (it did not shrink like a smooth function's) while standing
+    out of its round-off at that smaller step. An entry that no smaller step
+    could be taken for, because its round-off would swamp both the derivative
+    and the gap, is ``UNRESOLVED``: the caller keeps its first verdict if it
+    passed (round-off took over, not a kink), and judges it by its one-sided
+    derivatives otherwise. An entry whose gap shrank like a smooth function's
+    once, before round-off stopped the steps, is taken as smooth, with an
+    error bar as wide as the whole change between its two central
+    differences: agreement within that bar is all the loss allows.
+
+Note [Jumps are not kinks]
+    At a jump of the loss (a step function, a comparison with the parameter,
+    a loss that only takes whole values) the one-sided difference across it
+    is ``J / h``: it grows as the step shrinks, and so does the gap, by about
+    the shrink factor per level, whereas a kink's gap stays and a smooth gap
+    shrinks. But a smooth loss whose scale of variation is far below the
+    step (parameters near 1e-6 with a float32 step of 5e-3) also looks like
+    a jump until the step gets below that scale. So an entry whose gap grows
+    is followed down to the smallest step (:data:`MAX_LEVELS`), and it is
+    ``DISCONTINUOUS`` only if its gap was still growing, by more than
+    :data:`JUMP_GROWTH` at each of the last two levels at least, with the
+    implied jump ``gap * h`` far above the loss's noise. No derivative
+    exists there, and no analytic value can be right or wrong.
 """
 
 from __future__ import annotations
@@ -45,10 +75,17 @@ from gradproof._typing import BoolArray, FlatFunction, FloatArray
 from gradproof.numerics.finite_diff import Samples, richardson, sample
 from gradproof.numerics.steps import offset_points
 
-__all__ = ["KINK", "SMOOTH", "UNRESOLVED", "Resolution", "resolve_entries"]
+__all__ = ["DISCONTINUOUS", "KINK", "SMOOTH", "UNRESOLVED", "Resolution", "resolve_entries"]
 
-SMOOTH, KINK, UNRESOLVED = 0, 1, 2
-"""How an entry was resolved: a smooth estimate, a kink at the point, or neither."""
+SMOOTH, KINK, UNRESOLVED, DISCONTINUOUS = 0, 1, 2, 3
+"""How an entry was resolved: a smooth estimate, a kink at the point, neither, or a jump."""
+
+JUMP_GROWTH = 2.5
+"""A gap that grows by more than this factor over one level is a jump's (Note [Jumps are not
+kinks]): a jump's gap grows by the shrink factor, 4; a kink's stays; a smooth one shrinks by 4."""
+
+JUMP_NOISE = 16.0
+"""A jump must exceed this many times the noise of a loss value (Note [Jumps are not kinks])."""
 
 SHRINK = 4.0
 """Each level divides the step by this factor (Note [Kink test])."""
@@ -67,15 +104,16 @@ class Resolution:
     Attributes
     ----------
     status : ndarray of int8, shape (n,)
-        ``SMOOTH``, ``KINK`` or ``UNRESOLVED`` for the resolved coordinates;
+        ``SMOOTH``, ``KINK``, ``UNRESOLVED`` or ``DISCONTINUOUS`` for the resolved coordinates;
         -1 for coordinates that were not re-measured (or interrupted).
     numeric : ndarray of shape (n,)
         For ``SMOOTH`` entries, the Richardson estimate; NaN elsewhere.
     error_bar : ndarray of shape (n,)
         For ``SMOOTH`` entries, its truncation plus round-off error bar.
     left, right : ndarray of shape (n,)
-        For ``KINK`` and ``UNRESOLVED`` entries, the one-sided derivatives
-        at the smallest step taken.
+        For ``KINK``, ``UNRESOLVED`` and ``DISCONTINUOUS`` entries, the
+        one-sided derivatives at the smallest step taken (at the first step
+        for a jump, and where no smaller step was taken).
     step : ndarray of shape (n,)
         The smallest step taken.
     n_evals : int
@@ -195,18 +233,25 @@ def resolve_entries(
     gap_only = np.zeros(n, dtype=np.int8)  # levels taken only to watch the gap
     measured_derivative = np.zeros(n, dtype=bool)  # some level had room for the derivative
     stayed = np.zeros(n, dtype=bool)  # a gap-only level found the gap unshrunk: a kink
+    grows = np.zeros(n, dtype=np.int8)  # consecutive levels whose gap grew like a jump's
+    # A gap stayed at a smaller step (Note [A kink is a gap that persists]).
+    persisted = np.zeros(n, dtype=bool)
     first = level
+    previous_central = np.full(n, np.nan)  # the central difference one level up
     for _ in range(MAX_LEVELS):
         h = h / SHRINK
         # Shrink only while round-off at the new step stays below what matters for the entry,
         # or, a few times, while the gap stands out of its round-off (Note [Kink test]).
         room = noise[active] / h[active] <= resolution[active]
         with np.errstate(invalid="ignore"):
-            gap_room = (
-                (np.abs(level.gap[active]) > 16 * noise[active] / h[active])
-                & (gap_only[active] < SMOOTH_SHRINKS)
-                & ~measured_derivative[active]
-                & ~stayed[active]
+            gap_room = (np.abs(level.gap[active]) > 16 * noise[active] / h[active]) & (
+                (
+                    (gap_only[active] < SMOOTH_SHRINKS)
+                    & ~measured_derivative[active]
+                    & ~stayed[active]
+                )
+                # a gap that grew like a jump's is followed further (Note [Jumps are not kinks])
+                | (grows[active] > 0)
             )
         gap_only[active[gap_room & ~room]] += 1
         measured_derivative[active[room]] = True
@@ -227,25 +272,55 @@ def resolve_entries(
         # such level settles it (a smooth gap would have shrunk to a quarter).
         with np.errstate(invalid="ignore"):
             kept = np.abs(current.gap[shrinking]) > 0.75 * np.abs(level.gap[shrinking])
-        stayed[shrinking] |= kept & ~measured_derivative[shrinking]
+        # A gap that grew like 1 / h, with a jump far above the noise, at two levels in a row:
+        # no derivative exists (Note [Jumps are not kinks]).
+        with np.errstate(invalid="ignore", divide="ignore"):
+            growth = np.abs(current.gap[shrinking]) / np.abs(level.gap[shrinking])
+            size = np.abs(current.gap[shrinking]) * current.width[shrinking] / 2
+            grown = (
+                (growth > JUMP_GROWTH)
+                & (growth < SHRINK**2)
+                & (size > JUMP_NOISE * noise[shrinking])
+            )
+        grows[shrinking] = np.where(grown, grows[shrinking] + 1, 0)
+        jumped = grown  # followed to the end of the steps (Note [Jumps are not kinks])
+        stayed[shrinking] |= kept & ~grown & ~measured_derivative[shrinking]
+        persisted[shrinking] |= ~looks_smooth & ~grown
         shrinks[shrinking] = np.where(looks_smooth, shrinks[shrinking] + 1, 0)
-        smooth = shrinks[shrinking] >= SMOOTH_SHRINKS
+        smooth = (shrinks[shrinking] >= SMOOTH_SHRINKS) & ~jumped
         done = shrinking[smooth]
         estimate, truncation = richardson(level.central[done], current.central[done], ratio=SHRINK)
         status[done] = SMOOTH
         numeric[done] = estimate
         error_bar[done] = truncation + current.roundoff[done]
         step[shrinking] = h[shrinking]
-        level = _merge(level, current, shrinking[~smooth])
+        kept_on = shrinking[~smooth]
+        previous_central[kept_on] = level.central[kept_on]
+        level = _merge(level, current, kept_on)
         active = active[status[active] != SMOOTH]
-    # What is left never shrank like a smooth function: a kink where its gap stands out of
-    # the noise, otherwise undecided (Note [Kink test]).
+    # What is left never shrank like a smooth function: a kink where its gap stayed at a
+    # smaller step and stands out of the noise, otherwise undecided (Note [Kink test],
+    # Note [A kink is a gap that persists]).
     if not interrupted:
-        kink = np.abs(level.gap[active]) > _gap_noise(level, noise)[active]
+        kink = (
+            (np.abs(level.gap[active]) > _gap_noise(level, noise)[active])
+            & persisted[active]
+            & (shrinks[active] == 0)
+        )
         status[active] = np.where(kink, KINK, UNRESOLVED)
+        status[active[grows[active] >= SMOOTH_SHRINKS]] = DISCONTINUOUS
+        kink &= grows[active] < SMOOTH_SHRINKS
+        # One smooth shrink before round-off stopped the steps: an estimate whose error bar is
+        # the whole change between the two levels (Note [A kink is a gap that persists]).
+        once = active[(shrinks[active] >= 1) & ~kink & np.isfinite(previous_central[active])]
+        estimate, change = richardson(previous_central[once], level.central[once], ratio=SHRINK)
+        status[once] = SMOOTH
+        numeric[once] = estimate
+        error_bar[once] = change + np.abs(estimate - level.central[once]) + level.roundoff[once]
     # Gap-only levels watch the gap, not the derivative: their one-sided derivatives carry
-    # more round-off than the first level's, which are reported instead.
-    watched = ~measured_derivative
+    # more round-off than the first level's, which are reported instead; so are a jump's,
+    # whose one-sided differences only grow at smaller steps.
+    watched = ~measured_derivative | (status == DISCONTINUOUS)
     left = np.where(status >= KINK, np.where(watched, first.left, level.left), np.nan)
     right = np.where(status >= KINK, np.where(watched, first.right, level.right), np.nan)
     step = np.where(watched & (status >= KINK), (plus - minus) / 2, step)

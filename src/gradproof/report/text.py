@@ -31,6 +31,9 @@ _REASON_TEXT = {
     "kink": "kink: no step avoids it; the analytic value is a valid subgradient",
     "no_safe_step": "no safe step: noise or a kink closer than any usable step",
     "non_finite": "the loss is not finite at a neighbouring point",
+    "discontinuous": "discontinuous: the loss jumps here, no derivative exists",
+    "several_kinks": "several kinks meet here; the analytic value is a limit of the gradient "
+    "from nearby smooth points",
 }
 
 _VERDICT_LABEL = {Verdict.PASS: "ok", Verdict.FAIL: "WRONG", Verdict.INCONCLUSIVE: "inconclusive"}
@@ -325,12 +328,31 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
     )
     parts += [
         "",
-        f"Relative difference, all entries (the assignment's formula): "
-        f"{_num(result.relative_difference, 6)}",
+        _relative_difference_line(result),
         f"{result.method.capitalize()} differences, step {result.step}, {tolerance}{seed}{margin}.",
         _coverage_line(result, refined),
     ]
     return "\n".join(parts)
+
+
+def _relative_difference_line(result: CheckResult) -> str:
+    """Say what the assignment's relative difference covers: every entry only in full mode."""
+    judged = sum(p.n_checked - p.n_inconclusive for p in result.params)
+    total = sum(p.n_entries for p in result.params)
+    if result.mode == "full" or judged == total:
+        covers = "all entries"
+    elif result.mode == "sampled":
+        covers = f"the {counted(judged, 'sampled entry', 'sampled entries')}"
+    elif judged:
+        covers = f"the {counted(judged, 'entry', 'entries')} measured one by one"
+    else:
+        return (
+            "Relative difference (the assignment's formula): none, no entry was measured one by one"
+        )
+    return (
+        f"Relative difference, {covers} (the assignment's formula): "
+        f"{_num(result.relative_difference, 6)}"
+    )
 
 
 def refined_phrase(n_refined: int) -> str:

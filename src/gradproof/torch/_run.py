@@ -173,7 +173,7 @@ def _run_check(
             gradient,
             params,
             # The adapter chose the precision already.
-            options.replace(seed=seed, precision="native"),
+            options.replace(seed=seed, precision="native", dialect="torch"),
             loss_batch=loss_batch,
         )
     except GradproofError as error:

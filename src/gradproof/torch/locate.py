@@ -152,7 +152,7 @@ def locate(
         options,
         function="gradproof.torch.locate",
         handled=_HANDLED,
-        base=CheckOptions(noise=False),
+        base=CheckOptions(noise=False, dialect="torch"),
     )
     if precision not in ("auto", "native"):
         raise InputError(f"`precision` must be one of 'auto', 'native'; got {precision!r}.")
