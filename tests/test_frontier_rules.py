@@ -286,6 +286,24 @@ def test_correct_smooth_code_raises_no_systematic_alarm(seed, dtype):
         assert result.verdict is Verdict.PASS, str(result)
 
 
+def test_an_rtol_the_caller_chose_is_the_error_they_accept():
+    # The same 1e-5 factor the default rtol's search catches passes when the caller sets
+    # rtol: their tolerance says how large an error they accept (an approximate gradient).
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(30, 5)), rng.normal(size=30)
+
+    def loss(w):
+        return float(np.mean((X @ w - y) ** 2))
+
+    def off(w):
+        return (1 + 1e-5) * 2 * X.T @ (X @ w - y) / len(y)
+
+    w = rng.normal(size=5)
+    assert check(loss, off, w).suspects == ("params",)
+    assert check(loss, off, w, rtol=1e-4).verdict is Verdict.PASS
+    assert check(loss, off, w, rtol=1e-6).suspects == ("params",)  # beyond it: wrong per entry
+
+
 def test_one_wrong_entry_within_rtol_is_not_spread_into_a_factor():
     rng = np.random.default_rng(3)
     X, y = rng.normal(size=(30, 6)), rng.normal(size=30)

@@ -183,6 +183,9 @@ class Context:
     loss_value : float
         The loss at the point in its own precision (NaN: `f0`), the size its
         noise is relative to.
+    find_systematic : bool
+        Whether the sweeps look for small systematic errors within `rtol`
+        (off when the caller chose `rtol`).
     """
 
     evaluator: LossEvaluator
@@ -211,6 +214,7 @@ class Context:
     stop: StopState = field(default_factory=StopState)
     noise: NoiseState = field(default_factory=NoiseState)
     loss_value: float = math.nan
+    find_systematic: bool = True
     _sampled: list[int] = field(default_factory=lambda: [0])
     _rules: dict[float, FloatArray] = field(default_factory=dict)  # step rules by noise level
 
@@ -416,6 +420,7 @@ class Context:
             describe=describe,
             evaluator=self.evaluator if indices is None else None,
             roundoff=None if self.roundoff is None else self.roundoff[pick],
+            find_systematic=self.find_systematic,
         )
 
     def judge_entries(self, indices: npt.NDArray[np.intp] | None = None) -> Entries:

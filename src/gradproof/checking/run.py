@@ -251,6 +251,7 @@ def _set_up(
             value_noise=loss_value_noise(run.f0, machine_eps),
             rtol=run.rtols,
             atol=options.atol,
+            find_systematic=rtol is None,
             method=method,
             order=run.order,
             abs_step=eps,

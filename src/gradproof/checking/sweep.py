@@ -111,6 +111,9 @@ class CoordinateProblem:
         (``ROUNDOFF_FACTOR * eps``). When given, each coordinate's
         `value_noise` is raised to the rounding of the values actually
         differenced (Note [Rounding of the values differenced]).
+    find_systematic : bool
+        Whether to look for small systematic errors within `rtol` (Note [Small
+        systematic errors]); off when the caller chose `rtol`.
     """
 
     fun: FlatFunction
@@ -129,6 +132,7 @@ class CoordinateProblem:
     extra_bar: FloatArray | None = None
     evaluator: LossEvaluator | None = None
     roundoff: FloatArray | None = None
+    find_systematic: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +298,7 @@ def judge_coordinates(
         problem, level0, doubtful = review(problem, entries, level0, wanted, doubtful)
     if doubtful.size and not entries.interrupted:
         _resolve(problem, entries, doubtful, level0)
-    if not entries.interrupted and problem.method != "complex":
+    if not entries.interrupted and problem.method != "complex" and problem.find_systematic:
         _find_systematic(problem, entries, wanted)
     return entries
 
@@ -865,7 +869,10 @@ def _find_systematic(problem: CoordinateProblem, entries: Entries, wanted: BoolA
           the factor fitted on them passes the same test.
 
         At least :data:`SYSTEMATIC_MIN_ENTRIES` resolved entries are needed
-        (a single value fits any factor). The entries whose own deviation
+        (a single value fits any factor). A `rtol` the caller chose turns
+        the search off: it says how large an error they accept (an
+        approximate gradient, a drop-in's ``rtol=1e-2``), and a factor within
+        it is not theirs to fix. The entries whose own deviation
         exceeds their error bar are called wrong and held to their error
         bars; the report gives the factor and its error bar.
     """
