@@ -492,7 +492,13 @@ def test_vmap_is_used_by_default_only_where_batching_pays(monkeypatch, per_point
     assert result.passed, str(result)
     assert ("batches of 16" in result.engine) is (per_point < 0.5)
     if per_point >= 0.5:
-        assert any("batching does not pay" in note for note in result.notes), result.notes
+        assert any(
+            note.startswith(
+                "Not batched: a batch through torch.func.vmap took 1000000 µs per "
+                "point against 1000000 µs for a single call"
+            )
+            for note in result.notes
+        ), result.notes
 
 
 def test_vmap_falls_back_for_functions_that_do_not_support_it():

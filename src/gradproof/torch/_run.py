@@ -31,6 +31,10 @@ def _require_close(values: Array, expected: Array) -> None:
         )
 
 
+class SlowBatch(Exception):
+    """Batching works but was measured not to pay (Note [Batching must pay]); the message says why."""
+
+
 def _use_vmap(vmap: bool | None, trials: list[Callable[[], None]], notes: list[str]) -> bool:
     """Try the batched evaluation once at the point; fall back (with a note) when it fails."""
     if vmap is False:
@@ -40,6 +44,9 @@ def _use_vmap(vmap: bool | None, trials: list[Callable[[], None]], notes: list[s
         try:
             with torch.no_grad():
                 trial()
+        except SlowBatch as exc:
+            notes.append(f"Not batched: {exc}; each call evaluated one point.")
+            return False
         except Exception as exc:  # vmap refuses many things: fall back rather than fail
             cause = exc.__cause__ if isinstance(exc, UserCodeError) else None
             failure = _describe_error(cause or exc)
