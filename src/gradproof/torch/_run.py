@@ -32,7 +32,7 @@ def _require_close(values: Array, expected: Array) -> None:
 
 
 class SlowBatch(Exception):
-    """Batching works but was measured not to pay (Note [Batching must pay]); the message says why."""
+    """A batch works but was measured not to pay (Note [Batching must pay]); says why."""
 
 
 def _use_vmap(vmap: bool | None, trials: list[Callable[[], None]], notes: list[str]) -> bool:
