@@ -262,3 +262,13 @@ def test_a_directional_count_says_how_many_were_measured_once():
     text = render_result(result)
     assert "(32 wrong; every entry measured one by one after its probes failed)" in text
     assert "out of 32" not in text
+
+
+def test_a_one_entry_diagnosis_is_not_followed_by_a_count_that_repeats_it():
+    result = check(
+        lambda p: float(p["w"] @ p["w"] + 3 * p["b"][0]),
+        lambda p: {"w": 2 * p["w"], "b": np.array([4.5])},
+        {"w": np.ones(3), "b": np.zeros(1)},
+    )
+    line = next(line for line in str(result).splitlines() if line.startswith("  b: "))
+    assert line == "  b: its one entry is wrong: analytic 4.5, numeric 3"
