@@ -142,3 +142,37 @@ def test_rich_and_html_show_the_section_headings():
     assert "<h2>Inputs</h2><h3>Reverse mode</h3>" in page
     assert "<h3>Forward mode</h3>" in page
     assert "jvp.y (forward mode): " in page
+
+
+def test_alike_wrong_reports_of_one_subject_get_one_diagnosis():
+    # Three Jacobian rows of one input, each twice too large: one block, not three.
+    rows = [np.array([1.0, 2.0]), np.array([-1.0, 0.5]), np.array([3.0, 1.0])]
+    params = {f"row{i}": row for i, row in enumerate(rows)}
+
+    def loss(p):
+        return float(sum(np.sum(v**2) for v in p.values()))
+
+    def as_rows(checked):
+        relabelled = tuple(dataclasses.replace(p, subject="x") for p in checked.params)
+        return dataclasses.replace(checked, params=relabelled, subject_noun="input")
+
+    result = as_rows(gradproof.check(loss, lambda p: {k: 4 * v for k, v in p.items()}, params))
+    diagnosis = str(result).split("Diagnosis\n")[1].split("\n\n")[0].splitlines()
+    assert diagnosis[0] == (
+        "  x (3 reports: row0 … row2): analytic = 2 × numeric on every entry (6 wrong entries "
+        "in all)"
+    )
+    assert diagnosis[1].startswith("    The gradient of `x` has the right pattern")
+    assert not any(line.startswith("  row") for line in diagnosis)
+    assert diagnosis[-1] == "    ... 3 more wrong entries"  # the 3 worst of the 6 are listed
+    # A row wrong another way keeps its own block.
+    mixed = as_rows(
+        gradproof.check(
+            loss,
+            lambda p: {k: (-2 if k == "row2" else 4) * v for k, v in p.items()},
+            params,
+        )
+    )
+    heads = [line for line in str(mixed).splitlines() if line.startswith("  ") and "): " in line]
+    assert heads[0].startswith("  x (2 reports: row0 … row1): analytic = 2 × numeric")
+    assert any(line.startswith("  row2: ") for line in str(mixed).splitlines())

@@ -237,8 +237,10 @@ def test_counts_of_one_are_singular():
     wrong = check(lambda w: float(np.sum(w**2)), lambda w: 4 * w, np.array([1.5]))
     text = render_result(wrong)
     assert text.splitlines()[0] == "gradproof: WRONG: params has a wrong gradient"
-    assert "(its only entry wrong)" in text
+    assert "params: its one entry is wrong: analytic 6, numeric 3\n" in text
     assert "1 of 1 entry checked" in text
+    flipped = render_result(check(lambda w: float(np.sum(w**2)), lambda w: -2 * w, np.array([1.5])))
+    assert "(its only entry wrong)" in flipped  # a sign flip says which, then how many
     assert refined_phrase(1) == " (1 entry re-measured at smaller steps)"
     assert _misagreements(text) == []
 

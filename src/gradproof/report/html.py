@@ -37,10 +37,10 @@ from gradproof.report.text import (
     _probe_cells,
     _sectioned,
     _split_code,
+    _wrong_blocks,
     refined_phrase,
-    wrong_count,
 )
-from gradproof.results import CheckResult, Verdict
+from gradproof.results import CheckResult
 
 __all__ = ["render_html", "write_html"]
 
@@ -129,21 +129,18 @@ def _parameters_section(result: CheckResult) -> str:
 
 
 def _diagnosis_section(result: CheckResult) -> str:
-    wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
+    wrong = _wrong_blocks(result)
     if not wrong:
         return ""
     parts = ["<h2>Diagnosis</h2>"]
-    for report in wrong:
-        diagnosis = report.diagnosis
-        summary = diagnosis.summary if diagnosis else "wrong"
-        count = wrong_count(report)
-        shown_count = f" ({escape(count)})" if count else ""
-        parts.append(f"<h3>{escape(_label(result, report))}: {_prose(summary)}{shown_count}</h3>")
-        if diagnosis:
-            parts.append(f'<p class="hint">{_prose(diagnosis.hint)}</p>')
-        if report.failures:
-            parts.append(_table(_ENTRY_HEADERS, _entry_rows(report.failures)))
-            hidden = report.n_failed - len(report.failures)
+    for block in wrong:
+        shown_count = f" ({escape(block.count)})" if block.count else ""
+        parts.append(f"<h3>{escape(block.label)}: {_prose(block.summary)}{shown_count}</h3>")
+        if block.hint:
+            parts.append(f'<p class="hint">{_prose(block.hint)}</p>')
+        if block.failures:
+            parts.append(_table(_ENTRY_HEADERS, _entry_rows(block.failures)))
+            hidden = block.n_failed - len(block.failures)
             if hidden > 0:
                 parts.append(f"<p>… {hidden} more wrong {noun(hidden, 'entry')} not listed.</p>")
     return "".join(parts)

@@ -33,8 +33,9 @@ from gradproof.report.text import (
     _probe_cells,
     _sectioned,
     _split_code,
+    _Wrong,
+    _wrong_blocks,
     refined_phrase,
-    wrong_count,
 )
 from gradproof.results import CheckResult, ParamReport, Verdict
 
@@ -90,21 +91,18 @@ def _prose(text: str, style: str = "") -> Text:
     )
 
 
-def _diagnosis(result: CheckResult, report: ParamReport, verbose: bool) -> list[RenderableType]:
-    diagnosis = report.diagnosis
-    summary = diagnosis.summary if diagnosis else "wrong"
-    count = wrong_count(report)
+def _diagnosis(block: _Wrong, verbose: bool) -> list[RenderableType]:
     parts: list[RenderableType] = [
         Text.assemble(
-            ("  " + _label(result, report), "bold red"),
+            ("  " + block.label, "bold red"),
             ": ",
-            _prose(summary),
-            f" ({count})" if count else "",
+            _prose(block.summary),
+            f" ({block.count})" if block.count else "",
         )
     ]
-    if diagnosis:
-        parts.append(Padding(_prose("hint: " + diagnosis.hint, style="cyan"), (0, 0, 0, 4)))
-    shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
+    if block.hint:
+        parts.append(Padding(_prose("hint: " + block.hint, style="cyan"), (0, 0, 0, 4)))
+    shown = block.failures if verbose else block.failures[:ENTRIES_SHOWN]
     if shown:
         parts.append(
             Padding(
@@ -113,7 +111,7 @@ def _diagnosis(result: CheckResult, report: ParamReport, verbose: bool) -> list[
                 expand=False,
             )
         )
-    hidden = report.n_failed - len(shown)
+    hidden = block.n_failed - len(shown)
     if hidden:
         parts.append(Text(f"    ... {hidden} more wrong {noun(hidden, 'entry')}"))
     return parts
@@ -180,11 +178,11 @@ def render_renderable(
             parts += [Text(""), Text(heading, style="bold")]
         parts.append(_param_table(result, reports))
 
-    wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
+    wrong = _wrong_blocks(result)
     if wrong:
         parts += [Text(""), Text("Diagnosis", style="bold")]
-    for report in wrong:
-        parts += _diagnosis(result, report, verbose)
+    for block in wrong:
+        parts += _diagnosis(block, verbose)
 
     inconclusive = [p for p in result.params if p.n_inconclusive]
     if inconclusive:

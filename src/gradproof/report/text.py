@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -136,6 +137,76 @@ def _label(result: CheckResult, report: ParamReport) -> str:
     return report.name
 
 
+@dataclass(frozen=True, slots=True)
+class _Wrong:
+    """One block of the Diagnosis section: a wrong report, or several with one diagnosis."""
+
+    label: str
+    summary: str
+    count: str
+    hint: str | None
+    failures: tuple[EntryReport, ...]
+    n_failed: int
+
+
+def _wrong_blocks(result: CheckResult) -> list[_Wrong]:
+    """Block the Diagnosis section: one block per wrong report or group of alike reports.
+
+    Note [One diagnosis per input]
+        The adapters check one input through several reports (a Jacobian row
+        each): an elementwise backward that doubles its gradient makes every
+        row wrong the same way. Wrong reports with the same subject, section
+        and diagnosis are shown as one block, named by the subject with the
+        first and last report, whose entries are the worst of them all, so
+        the same sentence is not printed once per row.
+    """
+    groups: dict[tuple[str, str, str, str], list[ParamReport]] = {}
+    for report in result.params:
+        if report.verdict is not Verdict.FAIL:
+            continue
+        d = report.diagnosis
+        key = (
+            (report.subject_name, report.section, d.kind if d else "", d.summary if d else "")
+            if report.subject and report.subject != report.name
+            else (report.name, report.section, "", str(id(report)))
+        )
+        groups.setdefault(key, []).append(report)
+    blocks = []
+    for reports in groups.values():
+        first, d = reports[0], reports[0].diagnosis
+        if len(reports) == 1:
+            blocks.append(
+                _Wrong(
+                    _label(result, first),
+                    d.summary if d else "wrong",
+                    wrong_count(first),
+                    d.hint if d else None,
+                    first.failures,
+                    first.n_failed,
+                )
+            )
+            continue
+        subject = first.subject_name
+        section = f", {first.section}" if first.section and len(result.sections) > 1 else ""
+        failures = sorted(
+            (e for r in reports for e in r.failures),
+            key=lambda e: e.error / e.tolerance if e.tolerance > 0 else float("inf"),
+            reverse=True,
+        )
+        n_failed = sum(r.n_failed for r in reports)
+        blocks.append(
+            _Wrong(
+                f"{subject} ({len(reports)} reports{section}: {first.name} … {reports[-1].name})",
+                d.summary if d else "wrong",
+                f"{counted(n_failed, 'wrong entry', 'wrong entries')} in all",
+                d.hint.replace(f"`{first.name}`", f"`{subject}`") if d else None,
+                tuple(failures),
+                n_failed,
+            )
+        )
+    return blocks
+
+
 def _param_headers(result: CheckResult) -> tuple[str, ...]:
     """Return the report table's headers: the first column is named for what was checked."""
     return (result.subject_noun, *_PARAM_HEADERS[1:])
@@ -260,17 +331,15 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
         parts += ["", *([heading] if heading else [])]
         parts.append(render_table(_param_headers(result), [_param_row(p) for p in reports]))
 
-    wrong = [p for p in result.params if p.verdict is Verdict.FAIL]
+    wrong = _wrong_blocks(result)
     if wrong:
         parts += ["", "Diagnosis"]
-    for report in wrong:
-        diagnosis = report.diagnosis
-        summary = diagnosis.summary if diagnosis else "wrong"
-        count = wrong_count(report)
-        parts.append(f"  {_label(result, report)}: {summary}" + (f" ({count})" if count else ""))
-        if diagnosis:
-            parts.append(f"    {diagnosis.hint}")
-        shown = report.failures if verbose else report.failures[:ENTRIES_SHOWN]
+    for block in wrong:
+        count = block.count
+        parts.append(f"  {block.label}: {block.summary}" + (f" ({count})" if count else ""))
+        if block.hint:
+            parts.append(f"    {block.hint}")
+        shown = block.failures if verbose else block.failures[:ENTRIES_SHOWN]
         if not shown:
             continue
         parts.append(
@@ -280,7 +349,7 @@ def render_result(result: CheckResult, *, verbose: bool = False) -> str:
                 indent="    ",
             )
         )
-        hidden = report.n_failed - len(shown)
+        hidden = block.n_failed - len(shown)
         if hidden:
             parts.append(f"    ... {hidden} more wrong {noun(hidden, 'entry')}")
 
