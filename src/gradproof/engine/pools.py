@@ -83,6 +83,9 @@ _DISPATCH_SECONDS = 0.05
 _THREADED_SHARE = 0.75
 """A loss keeping this share of the CPUs busy alone leaves a process pool nothing to add."""
 
+_BUSY_MIN_SECONDS = 0.005
+"""The shortest timing whose CPU-to-wall ratio is trusted to say a loss is multi-threaded."""
+
 _RETRY_PIECES = 4
 """A chunk lost with its worker is retried in this many pieces (Note [Lost workers])."""
 
@@ -125,7 +128,10 @@ class _PoolEngine(Engine):
             keeps at least :data:`_THREADED_SHARE` of the CPUs busy, the
             sweep runs here, with a note that says why and how to use the
             workers. An executor's workers may be other machines: only a
-            process pool, whose workers share these cores, is held back.
+            process pool, whose workers share these cores, is held back. A
+            timing shorter than :data:`_BUSY_MIN_SECONDS` is no evidence: over
+            a few microseconds another thread of this process (a framework's
+            thread pool waking up) can outweigh the loss.
         """
         del busy, cpus
         return False
@@ -220,7 +226,8 @@ class _PoolEngine(Engine):
         done, seconds = _run_serially(
             runner, order, columns, sweep, deadline, budget=_CALIBRATION_SECONDS
         )
-        busy = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
+        timed = time.perf_counter() - wall
+        busy = (time.process_time() - cpu) / max(timed, 1e-9) if timed >= _BUSY_MIN_SECONDS else 0.0
         rest = order[done:]
         if sweep.stop is not None:
             return sweep.samples()
