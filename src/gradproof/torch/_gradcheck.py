@@ -344,5 +344,5 @@ def _summary(result: CheckResult) -> str:
         where = f"; worst {entry.name}: {entry.analytic:.6g} vs numeric {entry.numeric:.6g}"
     kind = f"{worst.section}: " if worst.section else ""
     wrong = ", ".join(f"`{s}`" for s in result.suspects)
-    count = counted(sum(p.n_failed for p in failing), "entry", "entries")
+    count = counted(sum(p.n_failed for p in failing), "wrong entry", "wrong entries")
     return f"gradproof: {kind}wrong gradient for {wrong}: {count}{where}."
