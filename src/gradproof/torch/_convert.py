@@ -136,3 +136,31 @@ def _backward_error(
             "operations (no `@once_differentiable`), or leave `second_order=False`."
         )
     return UserCodeError(f"The backward raised {_describe_error(exc)}", function="grad")
+
+
+def _scalar_loss(value: object) -> torch.Tensor:
+    """Return `loss_fn`'s value as a 0-d tensor, or say why it is not a real scalar tensor."""
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+        shown = (
+            f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+            if isinstance(value, torch.Tensor)
+            else f"a {type(value).__name__}"
+        )
+        raise InputError(
+            f"`loss_fn` returned {shown}; expected a real scalar tensor computed from the "
+            "module's output, e.g. `lambda out: out.pow(2).mean()`."
+        )
+    return value.reshape(())
+
+
+def _module_args(inputs: object, function: str) -> tuple[Any, ...]:
+    """Return a module's positional arguments from `inputs`: one tensor, or a tuple or list."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs)
+    raise InputError(
+        f"`inputs` must be a tensor or a tuple of the module's positional arguments; got a "
+        f"{type(inputs).__name__}. For keyword arguments or a target, close over them: "
+        f"`{function}(model, (x,), lambda out: loss(out, target))`."
+    )

@@ -31,8 +31,8 @@ import torch
 from torch.func import functional_call
 
 from gradproof.engine.randomness import reseed
-from gradproof.errors import InputError, UserCodeError
-from gradproof.torch._convert import _describe_error, _is_low_float
+from gradproof.errors import UserCodeError
+from gradproof.torch._convert import _describe_error, _is_low_float, _scalar_loss
 
 CallKey = tuple[str, int]
 """A module call: the module's qualified name and which of its calls in the pass (0 first)."""
@@ -236,21 +236,7 @@ class _Model:
             raise UserCodeError(
                 f"`loss_fn` raised {_describe_error(exc)}", function="loss_fn"
             ) from exc
-        if (
-            not isinstance(value, torch.Tensor)
-            or value.numel() != 1
-            or not value.is_floating_point()
-        ):
-            shown = (
-                f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-                if isinstance(value, torch.Tensor)
-                else f"a {type(value).__name__}"
-            )
-            raise InputError(
-                f"`loss_fn` returned {shown}; expected a real scalar tensor computed from the "
-                "module's output, e.g. `lambda out: out.pow(2).mean()`."
-            )
-        return value.reshape(())
+        return _scalar_loss(value)
 
     def trace(self) -> tuple[list[_Call], float]:
         """Run once, recording every module call in execution order; return them and the loss."""

@@ -18,7 +18,9 @@ from gradproof.torch._convert import (
     _backward_error,
     _describe_error,
     _is_low_float,
+    _module_args,
     _numpy_dtype,
+    _scalar_loss,
     _to_numpy,
     _to_torch,
 )
@@ -59,19 +61,7 @@ class _ModuleProblem:
         precision: str,
         seed: int | None,
     ) -> _ModuleProblem:
-        args = (
-            (inputs,)
-            if isinstance(inputs, torch.Tensor)
-            else tuple(inputs)
-            if isinstance(inputs, (tuple, list))
-            else None
-        )
-        if args is None:
-            raise InputError(
-                f"`inputs` must be a tensor or a tuple of the module's positional arguments; "
-                f"got a {type(inputs).__name__}. For keyword arguments or a target, close over "
-                "them: `check_module(model, (x,), lambda out: loss(out, target))`."
-            )
+        args = _module_args(inputs, "check_module")
         checked = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
         if not checked:
             raise InputError(
@@ -147,21 +137,7 @@ class _ModuleProblem:
         state = {**params, **{n: t.clone() for n, t in self.others.items()}}
         args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in self.args)
         value = self.loss_fn(functional_call(self.module, state, args))
-        if (
-            not isinstance(value, torch.Tensor)
-            or value.numel() != 1
-            or not value.is_floating_point()
-        ):
-            shown = (
-                f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-                if isinstance(value, torch.Tensor)
-                else f"a {type(value).__name__}"
-            )
-            raise InputError(
-                f"`loss_fn` returned {shown}; expected a real scalar tensor computed from the "
-                "module's output, e.g. `lambda out: out.pow(2).mean()`."
-            )
-        return value.reshape(())
+        return _scalar_loss(value)
 
     def tensors(self, params: Mapping[str, Array]) -> dict[str, torch.Tensor]:
         return {

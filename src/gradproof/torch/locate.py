@@ -19,6 +19,7 @@ from gradproof._words import counted, noun
 from gradproof.checking.options import CheckOptions
 from gradproof.engine.randomness import preserved_random_state
 from gradproof.errors import InputError
+from gradproof.torch._convert import _module_args
 from gradproof.torch._locate_model import _Model
 from gradproof.torch._locate_results import LOSS_FN, VERDICTS, LocateResult, ModuleVerdict
 from gradproof.torch._locate_search import _Search, culprit_names
@@ -166,19 +167,7 @@ def locate(
             f"`loss_fn` must turn the module's output into a scalar loss; got a "
             f"{type(loss_fn).__name__}. Pass e.g. `lambda out: out.pow(2).mean()`."
         )
-    args = (
-        (inputs,)
-        if isinstance(inputs, torch.Tensor)
-        else tuple(inputs)
-        if isinstance(inputs, (tuple, list))
-        else None
-    )
-    if args is None:
-        raise InputError(
-            f"`inputs` must be a tensor or a tuple of the module's positional arguments; got a "
-            f"{type(inputs).__name__}. For keyword arguments or a target, close over them: "
-            "`locate(model, (x,), lambda out: loss(out, target))`."
-        )
+    args = _module_args(inputs, "locate")
     model = _Model(module, args, loss_fn, precision=precision, seed=seed)
     options_used = checked.replace(seed=seed, precision="native")
     if model.low_precision and "noise" not in options:
