@@ -34,11 +34,9 @@ Note [Where the error enters]
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +48,7 @@ from gradproof.results import CheckResult, Verdict
 from gradproof.torch._convert import _describe_error, _random_like, _to_numpy
 from gradproof.torch._locate_model import Site, _Call, _Model, custom_functions
 from gradproof.torch._locate_results import LOSS_FN, ModuleVerdict
+from gradproof.torch._run import _rename
 
 Target = tuple[Site | str, torch.Tensor | None]
 """An activation (a site) or a parameter (its name), and the direction moved (None: every entry)."""
@@ -157,7 +156,7 @@ class _Search:
         self.n_evals += result.n_evals
         labels = {a: p.label for a, p in aliases.items()}
         pattern = re.compile(r"\b(" + "|".join(re.escape(a) for a in labels) + r")\b")
-        renamed: CheckResult = _relabel(
+        renamed: CheckResult = _rename(
             result, lambda text: pattern.sub(lambda m: labels[m[1]], text)
         )
         return renamed
@@ -375,23 +374,6 @@ class _Search:
                 )
             )
         return out
-
-
-def _relabel(value: Any, rename: Callable[[str], str]) -> Any:
-    """Replace the probes' aliases by their labels in every string of a check's result."""
-    if type(value) is str:
-        return rename(value)
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(_relabel(v, rename) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {
-            f.name: _relabel(getattr(value, f.name), rename)
-            for f in dataclasses.fields(value)
-            if isinstance(getattr(value, f.name), (str, tuple))
-            or dataclasses.is_dataclass(getattr(value, f.name))
-        }
-        return dataclasses.replace(value, **changes)
-    return value
 
 
 def _coverage(n_checked: int, n: int) -> str:
