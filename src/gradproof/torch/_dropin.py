@@ -153,7 +153,7 @@ def gradcheck(
     ...     gradcheck(Cube.apply, (x,))
     ... except TorchGradcheckError as error:
     ...     print(str(error).splitlines()[0])
-    gradproof: wrong gradient for `x`: 2 entries; worst d out[1] / d x[1]: 8 vs numeric 12.
+    gradproof: wrong gradient for `x`: 2 wrong entries; worst d out[1] / d x[1]: 8 vs numeric 12.
     """
     del check_grad_dtypes  # always checked (Note [A drop-in gradcheck])
     flags = _Flags(
