@@ -31,7 +31,9 @@ import numpy as np
 
 import gradproof
 from gradproof.checking import directional
-from gradproof.checking.sweep import INCONCLUSIVE
+from gradproof.checking.entries import (
+    INCONCLUSIVE,
+)
 from gradproof.corpus.scaling import plant_wrong_entries, relu_network
 
 SIZES = ((100, 100, 1), (200, 200, 1), (300, 300, 1))

@@ -26,13 +26,15 @@ import numpy.typing as npt
 
 from gradproof._typing import FlatFunction, FloatArray
 from gradproof.checking import remeasure
-from gradproof.checking.probes import LineFunction, SubsetFunction
-from gradproof.checking.sweep import (
+from gradproof.checking.entries import (
     CoordinateProblem,
     Entries,
+    unchecked_entries,
+)
+from gradproof.checking.probes import LineFunction, SubsetFunction
+from gradproof.checking.sweep import (
     Review,
     judge_coordinates,
-    unchecked_entries,
 )
 from gradproof.engine.base import Engine
 from gradproof.engine.evaluator import LossEvaluator

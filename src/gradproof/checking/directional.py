@@ -44,6 +44,13 @@ import numpy.typing as npt
 
 from gradproof._words import noun
 from gradproof.checking.context import Context
+from gradproof.checking.entries import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    CoordinateProblem,
+    Entries,
+)
 from gradproof.checking.probes import (
     Probe,
     ProbeFunction,
@@ -52,11 +59,6 @@ from gradproof.checking.probes import (
     rounding_bar,
 )
 from gradproof.checking.sweep import (
-    FAIL,
-    INCONCLUSIVE,
-    PASS,
-    CoordinateProblem,
-    Entries,
     judge_coordinates,
 )
 from gradproof.results import ProbeReport, Verdict

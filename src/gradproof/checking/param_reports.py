@@ -16,8 +16,7 @@ from gradproof.checking.diagnose import (
 from gradproof.checking.diagnose_dialects import in_dialect
 from gradproof.checking.diagnose_fits import _systematic_diagnosis
 from gradproof.checking.directional import DirectionalOutcome
-from gradproof.checking.setup import _measured_level
-from gradproof.checking.sweep import (
+from gradproof.checking.entries import (
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -27,6 +26,7 @@ from gradproof.checking.sweep import (
     UNCHECKED,
     Entries,
 )
+from gradproof.checking.setup import _measured_level
 from gradproof.numerics.compare import relative_difference
 from gradproof.numerics.noise import NoiseEstimate
 from gradproof.numerics.steps import (

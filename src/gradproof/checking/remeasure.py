@@ -55,12 +55,14 @@ import numpy.typing as npt
 
 from gradproof._typing import BoolArray, FloatArray
 from gradproof._words import noun
-from gradproof.checking.sweep import (
+from gradproof.checking.entries import (
     FAIL,
     PASS,
     CoordinateProblem,
     Entries,
     _CentralLevel,
+)
+from gradproof.checking.sweep import (
     _doubtful,
     _first_estimates,
 )

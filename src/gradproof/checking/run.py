@@ -14,6 +14,13 @@ from gradproof._typing import FloatArray, GradFunction, LossFunction, Params
 from gradproof._words import counted, noun
 from gradproof.checking.context import Context, NoiseState, StopState
 from gradproof.checking.directional import DirectionalOutcome, check_directional
+from gradproof.checking.entries import (
+    FAIL,
+    PASS,
+    UNCHECKED,
+    Entries,
+    unchecked_entries,
+)
 from gradproof.checking.options import CheckOptions
 from gradproof.checking.param_reports import (
     _param_reports,
@@ -30,13 +37,6 @@ from gradproof.checking.setup import (
     _samples_in_budget,
     _spacing,
     _working_dtype,
-)
-from gradproof.checking.sweep import (
-    FAIL,
-    PASS,
-    UNCHECKED,
-    Entries,
-    unchecked_entries,
 )
 from gradproof.engine.evaluator import LossEvaluator, analytic_gradient
 from gradproof.engine.execution import make_engine
