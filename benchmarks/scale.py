@@ -51,11 +51,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -740,6 +742,11 @@ def measure_cost(assignment: Case, sweep: Case, repeats: int) -> list[Row]:
         "full sweep, serial": partial(_check, sweep, sweep.grad, mode="full"),
         "full sweep, executor=2": partial(_check, sweep, sweep.grad, mode="full", executor=2),
     }
+    # A pool the caller keeps across checks pays its start once, as the Dask cluster does.
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+    engines["full sweep, ProcessPoolExecutor(2) kept across checks"] = partial(
+        _check, sweep, sweep.grad, mode="full", executor=pool
+    )
     cluster = None
     if importlib.util.find_spec("distributed") is not None:
         from dask.distributed import Client, LocalCluster
@@ -756,6 +763,7 @@ def measure_cost(assignment: Case, sweep: Case, repeats: int) -> list[Row]:
             run()
         seconds = interleaved(engines, max(repeats - 2, 1))
     finally:
+        pool.shutdown()
         if cluster is not None:
             client.close()
             cluster.close()
@@ -853,6 +861,12 @@ def goals(rows: list[Row]) -> list[str]:
         elif r.tool == "full sweep, executor=2":
             met = "met" if r.ratio >= 1.7 else "NOT met"
             lines.append(f"- executor=2: {r.ratio:.2f}× faster than serial (goal ≥ 1.7) ({met})")
+        elif r.tool.startswith("full sweep, ProcessPoolExecutor"):
+            met = "met" if r.ratio >= 1.7 else "NOT met"
+            lines.append(
+                f"- a process pool kept across checks: {r.ratio:.2f}× faster than serial "
+                f"(goal ≥ 1.7) ({met})"
+            )
         elif r.tool.startswith("full sweep, Dask"):
             met = "met" if r.ratio >= 1.6 else "NOT met"
             lines.append(

@@ -791,3 +791,23 @@ def test_a_whole_check_on_a_dask_cluster_matches_the_serial_check(dask_executor,
         np.testing.assert_array_equal(mine.numeric, theirs.numeric)
     found = sorted(np.ravel_multi_index(e.index, (10, 12)) for e in on_dask["W1"].failures)
     assert found == planted.tolist()
+
+
+def test_a_concurrent_futures_process_pool_takes_a_lambda_and_refuses_a_lock():
+    # Note [Plain-pickling executors]: a ProcessPoolExecutor pickles tasks with plain pickle;
+    # the function travels cloudpickled, and one that cannot travel is refused up front.
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    x = np.linspace(-1.0, 1.0, 40)
+    columns = (x - 1e-3, x + 1e-3)
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        with ExecutorEngine(pool) as engine:
+            result = engine.sample(lambda v: float(np.sum(np.sin(v))), x, columns)
+            assert engine.remote_evals > 0
+        np.testing.assert_array_equal(
+            result.values, sample(lambda v: float(np.sum(np.sin(v))), x, columns).values
+        )
+        lock = threading.Lock()
+        with ExecutorEngine(pool) as engine, pytest.raises(InputError, match="cannot be sent"):
+            engine.sample(lambda v: float(np.sum(v)) if lock else 0.0, x, columns)

@@ -8,14 +8,21 @@ in the tasks, which threads of this process read (Note [Stopping early] in
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 from gradproof._typing import FlatFunction, FloatArray
 from gradproof.engine.base import _batch_note
 from gradproof.engine.chunks import _ChunkOutcome
 from gradproof.engine.pools import _available_cpus, _PoolEngine
-from gradproof.engine.tasks import _Parcel, _run_shipped, _run_task, _StopFlag, _Task
+from gradproof.engine.tasks import (
+    _Parcel,
+    _run_shipped,
+    _run_task,
+    _serialize,
+    _StopFlag,
+    _Task,
+)
 
 __all__ = ["ExecutorEngine"]
 
@@ -86,8 +93,26 @@ class ExecutorEngine(_PoolEngine):
         library = {"distributed": "dask", "concurrent": "concurrent.futures"}.get(library, library)
         return f"{kind.__name__} ({library})" + _batch_note(self.batch_size)
 
+    def _pickles_plainly(self) -> bool:
+        """Whether the executor sends tasks with plain pickle (concurrent.futures' processes).
+
+        Note [Plain-pickling executors]
+            A :class:`~concurrent.futures.ProcessPoolExecutor` pickles each
+            task with the standard pickle, which refuses lambdas and nested
+            functions: the error surfaced as a worker that "died", twice. Its
+            tasks carry the function already pickled with cloudpickle (as
+            :class:`~gradproof.engine.processes.ProcessEngine`'s do), and a
+            function that cannot be pickled at all is refused before any
+            evaluation with the reason. Dask pickles with cloudpickle itself.
+        """
+        return isinstance(self.executor, ProcessPoolExecutor)
+
     def _payload(self, fun: FlatFunction) -> object:
-        return fun
+        return _serialize(fun) if self._pickles_plainly() else fun
+
+    def _require_sendable(self, fun: FlatFunction) -> None:
+        if self._pickles_plainly():
+            _serialize(fun)
 
     def _ship(self, payload: object, x: FloatArray) -> _Parcel | None:
         """Scatter the function and the point to every Dask worker once (else: None).
