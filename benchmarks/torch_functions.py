@@ -34,6 +34,7 @@ from tests.torch_functions import CASES, Case
 
 from gradproof import CheckResult, Verdict
 from gradproof.torch import check_function
+from gradproof.torch._prepare import _argument_names
 
 REPEATS = 3
 
@@ -86,7 +87,8 @@ def describe_entries(case: Case, found: dict[str, tuple[set[tuple[int, ...]], in
     """Write the entries found: ``all 6``, a few indices, or ``24 (20 listed)``."""
     if not found:
         return "-"
-    inputs = dict(zip((f"input{i}" for i in range(99)), case.make_inputs(), strict=False))
+    arguments = case.make_inputs()
+    inputs = dict(zip(_argument_names(case.fn, len(arguments)), arguments, strict=True))
     parts = []
     for name, (listed, count) in sorted(found.items()):
         size = math.prod(inputs[name].shape)

@@ -131,25 +131,25 @@ def test_inputs_are_left_alone():
 def test_full_jacobian_rows_are_named_by_output_entry():
     x = randn(2, seed=3)
     result = check_function(Softplus.apply, x)
-    assert [p.name for p in result.params] == ["d output[0]/d input0", "d output[1]/d input0"]
+    assert [p.name for p in result.params] == ["d output[0]/d x", "d output[1]/d x"]
     assert any("full Jacobian" in note for note in result.notes)
 
 
 def test_a_scalar_output_keeps_the_input_names():
     result = check_function(lambda x, w: (Softplus.apply(x) * w).sum(), randn(3), randn(3, seed=1))
-    assert [p.name for p in result.params] == ["input0", "input1"]
+    assert [p.name for p in result.params] == ["x", "w"]
 
 
 def test_random_cotangents_keep_the_input_names():
     result = check_function(XSinY.apply, randn(3), randn(3, seed=1), jacobian="random")
-    assert [p.name for p in result.params] == ["input0", "input1", "jvp(output)"]
+    assert [p.name for p in result.params] == ["x", "y", "jvp(output)"]
     result = check_function(Softplus.apply, randn(3), jacobian="random", n_cotangents=2)
-    assert [p.name for p in result.params] == ["input0", "input0 (cotangent 2)"]
+    assert [p.name for p in result.params] == ["x", "x (cotangent 2)"]
 
 
 def test_large_outputs_use_a_random_cotangent_by_default():
     x = randn(JACOBIAN_MAX_ENTRIES + 1)
-    assert [p.name for p in check_function(Softplus.apply, x).params] == ["input0"]
+    assert [p.name for p in check_function(Softplus.apply, x).params] == ["x"]
 
 
 def test_dict_inputs_are_named_by_their_keys_and_passed_as_keywords():
@@ -170,8 +170,8 @@ def test_other_arguments_pass_through_unchanged():
 
     result = check_function(fn, table, index, scale, 0.5, jacobian="random")
     assert result.passed, str(result)
-    assert [p.name for p in result.params] == ["input0"]
-    assert any("`input2` does not require grad" in note for note in result.notes)
+    assert [p.name for p in result.params] == ["table"]
+    assert any("`scale` does not require grad" in note for note in result.notes)
 
 
 # -- check_function: planted bugs -----------------------------------------------------------------
@@ -216,20 +216,20 @@ def test_a_wrong_factor_is_reported_with_its_value():
             return grad_output * 2 * x**2
 
     result = check_function(Cube.apply, randn(4), jacobian="random")
-    diagnosis = result["input0"].diagnosis
+    diagnosis = result["x"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "scale"
     assert diagnosis.factor == pytest.approx(2 / 3, rel=1e-6)  # 2x² for 3x², up to FD noise
-    assert "input0" in str(result) and "gpt" not in str(result)
+    assert "x" in str(result) and "gpt" not in str(result)
 
 
 def test_the_report_is_json_ready_and_uses_the_display_names():
     case = next(c for c in CASES if c.name == "cumsum_off_by_one")
     result = check_function(case.fn, *case.make_inputs())
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["suspects"] == ["input0"]  # the input, not its Jacobian rows
+    assert data["suspects"] == ["x"]  # the input, not its Jacobian rows
     wrong_rows = {p["name"] for p in data["params"] if p["verdict"] == "fail"}
-    assert "d output[3]/d input0" in wrong_rows
-    assert {p["subject"] for p in data["params"]} == {"input0"}
+    assert "d output[3]/d x" in wrong_rows
+    assert {p["subject"] for p in data["params"]} == {"x"}
     assert "gpt" not in json.dumps(data)
 
 
@@ -299,7 +299,7 @@ def test_second_order_passes_a_differentiable_backward(monkeypatch):
     result = check_function(DoubleSoftplus.apply, randn(3), second_order=True)
     assert result.passed, str(result)
     names = [p.name for p in result.params]
-    assert "input0 (2nd order)" in names and "cotangent of output (2nd order)" in names
+    assert "x (2nd order)" in names and "cotangent of output (2nd order)" in names
 
 
 def test_second_order_catches_a_wrong_double_backward(monkeypatch):
@@ -307,9 +307,9 @@ def test_second_order_catches_a_wrong_double_backward(monkeypatch):
     first = check_function(DoubleSoftplus.apply, randn(3))
     assert first.passed  # the first-order backward is right
     result = check_function(DoubleSoftplus.apply, randn(3), second_order=True)
-    assert _wrong_reports(result) == ("input0 (2nd order)",), str(result)
-    assert result.suspects == ("input0",)  # the subject of the report
-    diagnosis = result["input0 (2nd order)"].diagnosis
+    assert _wrong_reports(result) == ("x (2nd order)",), str(result)
+    assert result.suspects == ("x",)  # the subject of the report
+    diagnosis = result["x (2nd order)"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "scale"
 
 
@@ -328,10 +328,10 @@ def test_second_order_fails_a_backward_that_cannot_be_differentiated():
 
     result = check_function(Once.apply, randn(3), second_order=True)
     assert set(_wrong_reports(result)) == {
-        "input0 (2nd order)",
+        "x (2nd order)",
         "cotangent of output (2nd order)",
     }
-    diagnosis = result["input0 (2nd order)"].diagnosis
+    diagnosis = result["x (2nd order)"].diagnosis
     assert diagnosis is not None and diagnosis.kind == "zero"
     assert any("`@once_differentiable`" in note for note in result.notes)
 
@@ -345,7 +345,7 @@ def test_a_backward_that_is_not_zero_for_a_zero_cotangent_is_reported():
             return grad_output * torch.sigmoid(x) + 0.1
 
     result = check_function(Offset.apply, randn(3), jacobian="random")
-    assert result.suspects == ("input0",)
+    assert result.suspects == ("x",)
     assert any("zero cotangent" in note for note in result.notes), result.notes
 
 
@@ -389,7 +389,7 @@ def test_a_gradient_of_the_wrong_shape_is_refused():
             a, b = ctx.saved_tensors
             return grad_output @ b.T, grad_output.T @ a  # (3, 2) for a (2, 3) input
 
-    with pytest.raises(InputError, match=r"malformed gradient for `input1`.*\[3, 2\]"):
+    with pytest.raises(InputError, match=r"malformed gradient for `b`.*\[3, 2\]"):
         check_function(Transposed.apply, randn(4, 2), randn(2, 3, seed=1))
 
 
@@ -410,7 +410,7 @@ def test_a_function_without_floating_outputs_is_refused():
 def test_integer_outputs_beside_floating_ones_are_skipped():
     result = check_function(lambda x: (Softplus.apply(x), torch.argmax(x)), randn(3))
     assert result.passed
-    assert result.params[0].name == "d output0[0]/d input0"
+    assert result.params[0].name == "d output0[0]/d x"
 
 
 def test_inputs_that_do_not_require_grad_are_refused_with_the_fix():
@@ -738,7 +738,7 @@ def test_the_suite_shows_where_gradproof_goes_further():
 def test_more_wrong_entries_than_listed_are_counted():
     case = next(c for c in CASES if c.name == "softmax_missing_term")
     result = check_function(case.fn, *case.make_inputs())
-    assert result["input0"].n_failed == 24 > len(result["input0"].failures) == MAX_LISTED_ENTRIES
+    assert result["x"].n_failed == 24 > len(result["x"].failures) == MAX_LISTED_ENTRIES
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,7 @@ from gradproof.torch._options import (
     _defines_jvp,
     _validate,
 )
+from gradproof.torch._prepare import _argument_names
 from gradproof.torch._problem import _Problem
 from gradproof.torch._run import _run_problem, _with_subjects
 from gradproof.torch._structure import _check_function_structure, _check_module_structure
@@ -139,14 +140,16 @@ def check_function(
         The function whose backward is checked: a custom Function's ``apply``,
         or any function of tensors (a layer with custom parts inside).
     *inputs : torch.Tensor or other arguments, or one dict of them
-        The point to check at, passed to `fn` in order and named ``input0``,
-        ``input1``, ... by position; or a single dict, passed as keyword
-        arguments (``fn(**inputs)``) and named by its keys. Every floating-point
+        The point to check at, passed to `fn` in order and named by the
+        parameters of `fn` (of ``forward`` for a Function's ``apply``), or
+        ``input0``, ``input1``, ... by position where it has none; or a single
+        dict, passed as keyword arguments (``fn(**inputs)``) and named by its
+        keys. Every floating-point
         tensor that requires grad is checked; other tensors, integer tensors
         and other arguments are passed through unchanged. Never modified.
     jacobian : {"auto", "full", "random"}
         ``"full"`` checks the Jacobian row by row: one copy of the inputs per
-        output entry, named ``d output[i]/d input0``, so the report says which
+        output entry, named ``d output[i]/d x``, so the report says which
         output entry has a wrong gradient. ``"random"`` checks the VJP along
         `n_cotangents` random cotangents (Note [Random cotangents]), with the
         inputs under their own names. ``"auto"`` (default): ``"full"`` when the
@@ -183,13 +186,13 @@ def check_function(
     Returns
     -------
     CheckResult
-        One report per checked input and question: ``input0`` (random
-        cotangent), ``d output[i]/d input0`` (Jacobian row ``i``),
-        ``jvp(output)``, ``input0 (2nd order)`` and ``cotangent of output
-        (2nd order)``. Each report's ``subject`` is the input it is about
-        (for the full Jacobian of several outputs, the pair ``d output1/d
-        input0``), and ``section`` its heading (``"Forward mode (JVP)"``,
-        ``"Second order"``), so ``result.suspects`` names inputs, not rows.
+        One report per checked input and question, for an input ``x``:
+        ``x`` (random cotangent), ``d output[i]/d x`` (Jacobian row ``i``),
+        ``jvp(output)``, ``x (2nd order)`` and ``cotangent of output (2nd
+        order)``. Each report's ``subject`` is the input it is about (for the
+        full Jacobian of several outputs, the pair ``d output1/d x``), and
+        ``section`` its heading (``"Forward mode (JVP)"``, ``"Second
+        order"``), so ``result.suspects`` names inputs, not rows.
         ``result.notes`` says what was checked and what the structural checks
         found (a backward that is not deterministic, that
         is not zero for a zero cotangent, or that overwrites its
@@ -237,12 +240,12 @@ def check_function(
     >>> x = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
     >>> result = check_function(Cube.apply, x)
     >>> result.suspects  # the input whose gradient is wrong
-    ('input0',)
+    ('x',)
     >>> [p.name for p in result.params if not p.passed]  # its wrong Jacobian rows
-    ['d output[0]/d input0', 'd output[1]/d input0']
-    >>> result["d output[1]/d input0"].failures[0].name
-    'd output[1]/d input0[1]'
-    >>> check_function(Cube.apply, x, jacobian="random")["input0"].diagnosis.summary
+    ['d output[0]/d x', 'd output[1]/d x']
+    >>> result["d output[1]/d x"].failures[0].name
+    'd output[1]/d x[1]'
+    >>> check_function(Cube.apply, x, jacobian="random")["x"].diagnosis.summary
     'analytic = 2/3 × numeric on every entry'
     """
     started = time.perf_counter()
@@ -257,7 +260,9 @@ def check_function(
             "`MyFunction.apply` or `lambda x, w: my_layer(x, w)`."
         )
     rng = np.random.default_rng(0 if seed is None else seed)
-    problem = _Problem.build(fn, inputs, precision=precision, seed=seed)
+    keyword = len(inputs) == 1 and isinstance(inputs[0], Mapping)
+    names = None if keyword else _argument_names(fn, len(inputs))
+    problem = _Problem.build(fn, inputs, precision=precision, seed=seed, names=names)
     full = jacobian == "full" or (
         jacobian == "auto" and problem.outputs.size <= JACOBIAN_MAX_ENTRIES
     )
