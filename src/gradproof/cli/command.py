@@ -70,18 +70,22 @@ def _parse(parse: Callable[[Any, list[str]], list[str]], ctx: Any, args: list[st
         ) from error
 
 
-class CliCommand(TyperCommand):
-    """A ``gradproof`` command: ``Usage: gradproof check [OPTIONS] TARGET``, flags as flags."""
+class _PlainFlags:
+    """What every ``gradproof`` command and group shares: flags as flags, plain errors."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         """Return the parameters, flags (``--help`` too) without a ``<bool>`` type."""
-        params: list[Any] = super().get_params(ctx)
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         _show_flags_as_flags(params)
         return params
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """Parse the command line; a bad value is said as ``--option: what is wrong``."""
-        return _parse(super().parse_args, ctx, args)
+        return _parse(super().parse_args, ctx, args)  # type: ignore[misc]
+
+
+class CliCommand(_PlainFlags, TyperCommand):
+    """A ``gradproof`` command: ``Usage: gradproof check [OPTIONS] TARGET``, flags as flags."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         """Return ``[OPTIONS]`` and the arguments, required ones as their bare names."""
@@ -95,15 +99,5 @@ class CliCommand(TyperCommand):
         return pieces
 
 
-class CliGroup(TyperGroup):
+class CliGroup(_PlainFlags, TyperGroup):
     """The ``gradproof`` group: its ``--version`` and ``--help`` shown as flags."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        """Return the parameters, flags (``--help`` too) without a ``<bool>`` type."""
-        params: list[Any] = super().get_params(ctx)
-        _show_flags_as_flags(params)
-        return params
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Parse the command line; a bad value is said as ``--option: what is wrong``."""
-        return _parse(super().parse_args, ctx, args)
